@@ -1,0 +1,749 @@
+"""Frequency oracles: GRR, SUE, OUE, OLH and Subset Selection, each carrying its own claim.
+
+A mechanism is a small frozen object built from ``(epsilon, d)``. Its probabilities are exact
+rationals ``N / 2**32`` rounded so that the epsilon they *achieve* (``epsilon_achieved``) is at
+most the one asked for. The same object randomizes on the client (``privatize``: pure Python,
+OS CSPRNG, never imports numpy) and debiases on the server (``support`` / ``estimate``: numpy),
+so the two sides can never disagree. Variances are the exact formulas of Wang, Blocki, Li & Jha,
+"Locally Differentially Private Protocols for Frequency Estimation", USENIX Security 2017.
+A raw value passed to ``privatize`` must never be written anywhere; only its output may leave.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from ldp.errors import OutOfRangeError, ParameterError, WrongTypeError
+from ldp.sampling import SYSTEM, Prob, RandomSource, bernoulli, prob_down, prob_up, sample_distinct
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from ldp.estimate import FrequencyEstimate
+
+__all__ = [
+    "GRR",
+    "MECHANISMS",
+    "OLH",
+    "OUE",
+    "SS",
+    "SUE",
+    "Mechanism",
+    "choose",
+    "from_name",
+    "grr_draw",
+    "grr_draw_many",
+    "olh_hash",
+    "olh_hash_many",
+    "subset_draw",
+    "ue_draw",
+    "ue_draw_many",
+    "uniform_subset",
+]
+
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+#: Largest OLH seed + 1: seeds are 32-bit words.
+OLH_SEEDS = 1 << 32
+#: Reports processed per chunk in the vectorized OLH support, bounding memory to ~32 MiB.
+_OLH_CHUNK_CELLS = 1 << 22
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_epsilon(epsilon: float) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float):
+        raise ParameterError(f"epsilon ({epsilon!r}) must be a number")
+    if not (math.isfinite(epsilon) and 0 < epsilon <= 20):
+        raise ParameterError(f"epsilon ({epsilon}) must be > 0 and <= 20")
+    return float(epsilon)
+
+
+def _check_d(d: int, minimum: int = 2) -> int:
+    if isinstance(d, bool) or not isinstance(d, int):
+        raise ParameterError(f"domain size d ({d!r}) must be an integer")
+    if not minimum <= d <= 1 << 20:
+        raise ParameterError(f"domain size d ({d}) must be in [{minimum}, {1 << 20}]")
+    return d
+
+
+def _check_index(x: int, d: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise ParameterError(f"value index ({x!r}) must be an integer")
+    if not 0 <= x < d:
+        raise ParameterError(f"value index ({x}) must be in [0, {d})")
+    return x
+
+
+def _is_int(v: object) -> bool:
+    return type(v) is int  # bool is not an int on the wire
+
+
+def _log_ratio(ratio: Fraction) -> float:
+    """ln of an exact positive fraction without overflow."""
+    return math.log(ratio.numerator) - math.log(ratio.denominator)
+
+
+# --------------------------------------------------------------------------- low-level draws
+
+
+def grr_draw(x: int, d: int, keep: Prob, rand: RandomSource = SYSTEM) -> int:
+    """``x`` with probability ``keep``, else uniform on the other ``d - 1`` values."""
+    if bernoulli(keep, rand):
+        return x
+    y = rand.randbelow(d - 1)
+    return y + (y >= x)
+
+
+def ue_draw(bits: int, d: int, p: Prob, q: Prob, rand: RandomSource = SYSTEM) -> int:
+    """Each bit i independently 1 with probability ``p`` if bit i of ``bits`` is set, else ``q``."""
+    out = 0
+    pn, qn = p.num, q.num
+    if p.bits != 32 or q.bits != 32:  # pragma: no cover - all shipped probabilities are 32-bit
+        raise ParameterError("ue_draw needs 32-bit probabilities")
+    word = rand.word
+    for i in range(d):
+        if word() < (pn if (bits >> i) & 1 else qn):
+            out |= 1 << i
+    return out
+
+
+def uniform_subset(d: int, k: int, rand: RandomSource = SYSTEM) -> list[int]:
+    """A uniform ``k``-subset of ``range(d)``, sorted."""
+    return sorted(sample_distinct(d, k, rand))
+
+
+def subset_draw(x: int, d: int, k: int, include: Prob, rand: RandomSource = SYSTEM) -> list[int]:
+    """With probability ``include``: x and k-1 uniform others; else k uniform others. Sorted."""
+    if bernoulli(include, rand):
+        others = sample_distinct(d - 1, k - 1, rand)
+        chosen = [y + (y >= x) for y in others]
+        chosen.append(x)
+    else:
+        chosen = [y + (y >= x) for y in sample_distinct(d - 1, k, rand)]
+    return sorted(chosen)
+
+
+def _splitmix64(z: int) -> int:
+    z = (z + _GOLDEN) & _M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return z ^ (z >> 31)
+
+
+def olh_hash(seed: int, x: int, g: int) -> int:
+    """Bucket in ``[0, g)`` of ``x`` under the hash chosen by ``seed`` (multiply-add-shift)."""
+    a = _splitmix64(seed) | 1
+    b = _splitmix64(seed ^ _GOLDEN)
+    top = (((a * x + b) & _M64) >> 32) & 0xFFFFFFFF
+    return (top * g) >> 32
+
+
+def _splitmix64_many(z: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    import numpy as np
+
+    z = z + np.uint64(_GOLDEN)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def olh_hash_many(seeds: npt.ArrayLike, xs: npt.ArrayLike, g: int) -> npt.NDArray[np.int64]:
+    """Vectorized :func:`olh_hash`, broadcasting ``seeds`` against ``xs``."""
+    import numpy as np
+
+    s = np.asarray(seeds, dtype=np.uint64)
+    a = _splitmix64_many(s) | np.uint64(1)
+    b = _splitmix64_many(s ^ np.uint64(_GOLDEN))
+    top = (a * np.asarray(xs, dtype=np.uint64) + b) >> np.uint64(32)
+    return ((top * np.uint64(g)) >> np.uint64(32)).astype(np.int64)
+
+
+def grr_draw_many(
+    xs: npt.ArrayLike, d: int, keep: float, rng: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """numpy twin of :func:`grr_draw` for simulations."""
+    import numpy as np
+
+    x = np.asarray(xs, dtype=np.int64)
+    other = rng.integers(0, d - 1, size=x.shape, dtype=np.int64)
+    other += other >= x
+    return np.where(rng.random(x.shape) < keep, x, other)
+
+
+def ue_draw_many(
+    ones: npt.NDArray[np.bool_], p: float, q: float, rng: np.random.Generator
+) -> npt.NDArray[np.bool_]:
+    """numpy twin of :func:`ue_draw` on a boolean matrix of true bits."""
+    import numpy as np
+
+    u = rng.random(ones.shape)
+    return np.where(ones, u < p, u < q)
+
+
+def _onehot(xs: npt.NDArray[np.int64], d: int) -> npt.NDArray[np.bool_]:
+    import numpy as np
+
+    out = np.zeros((xs.shape[0], d), dtype=bool)
+    out[np.arange(xs.shape[0]), xs] = True
+    return out
+
+
+def _as_indices(xs: npt.ArrayLike, d: int) -> npt.NDArray[np.int64]:
+    import numpy as np
+
+    x = np.asarray(xs, dtype=np.int64).ravel()
+    if x.size and (x.min() < 0 or x.max() >= d):
+        raise ParameterError(f"value indices must be in [0, {d})")
+    return x
+
+
+# --------------------------------------------------------------------------- mechanisms
+
+
+class Mechanism(Protocol):
+    """What every frequency oracle offers: the claim, the client path and the server path."""
+
+    name: ClassVar[str]
+    epsilon: float
+    d: int
+
+    @property
+    def p(self) -> float: ...
+    @property
+    def q(self) -> float: ...
+    @property
+    def epsilon_achieved(self) -> float: ...
+    @property
+    def p_star(self) -> float: ...
+    @property
+    def q_star(self) -> float: ...
+    def variance(self, n: int, f: float | None = None) -> float: ...
+    def privatize(self, x: int, rand: RandomSource = SYSTEM) -> Any: ...
+    def privatize_many(self, xs: npt.ArrayLike, rng: np.random.Generator) -> Any: ...
+    def validate(self, wire: object) -> None: ...
+    def encode_batch(self, wires: Sequence[object]) -> Any: ...
+    def support(self, batch: Any) -> npt.NDArray[np.int64]: ...
+    def estimate(self, batch: Any, consistency: str = "norm-sub") -> FrequencyEstimate: ...
+    def estimate_from_support(
+        self, support: npt.ArrayLike, n: int, consistency: str = "norm-sub"
+    ) -> FrequencyEstimate: ...
+
+
+class _Base:
+    """Shared variance and estimation, written once against ``p_star`` and ``q_star``."""
+
+    name: ClassVar[str]
+    epsilon: float
+    d: int
+
+    @property
+    def p_star(self) -> float:
+        raise NotImplementedError  # pragma: no cover
+
+    @property
+    def q_star(self) -> float:
+        raise NotImplementedError  # pragma: no cover
+
+    def variance(self, n: int, f: float | None = None) -> float:
+        """Variance of one item's frequency estimate from ``n`` reports (true frequency ``f``)."""
+        from ldp.estimate import frequency_variance
+
+        return float(frequency_variance(n, self.p_star, self.q_star, f))
+
+    def support(self, batch: Any) -> npt.NDArray[np.int64]:
+        raise NotImplementedError  # pragma: no cover
+
+    def estimate_from_support(
+        self, support: npt.ArrayLike, n: int, consistency: str = "norm-sub"
+    ) -> FrequencyEstimate:
+        """Debias per-item support counts of ``n`` reports (the additive path)."""
+        from ldp.estimate import estimate_frequencies
+
+        return estimate_frequencies(support, n, self.p_star, self.q_star, consistency)
+
+    def estimate(self, batch: Any, consistency: str = "norm-sub") -> FrequencyEstimate:
+        """Frequencies with standard errors from a batch of outputs."""
+        return self.estimate_from_support(self.support(batch), len(batch), consistency)
+
+
+@dataclass(frozen=True)
+class GRR(_Base):
+    """Generalized (k-ary) randomized response.
+
+    Keeps the true value with p = e^eps / (e^eps + d - 1) (rounded down), else reports one of the
+    other d - 1 values uniformly, so q = (1 - p) / (d - 1) and the achieved epsilon is
+    ln(p (d - 1) / (1 - p)). Wire value: the reported index. Variance (Wang et al. 2017, eq. 4):
+    (d - 2 + e^eps) / ((e^eps - 1)^2 n) at f = 0.
+    """
+
+    name: ClassVar[str] = "grr"
+    epsilon: float
+    d: int
+
+    def __post_init__(self) -> None:
+        _check_epsilon(self.epsilon)
+        _check_d(self.d)
+        if self.keep.value * self.d <= 1:
+            raise ParameterError(f"epsilon ({self.epsilon}) is too small for 32-bit probabilities")
+
+    @cached_property
+    def keep(self) -> Prob:
+        """P[report the true value], exact."""
+        e = math.exp(self.epsilon)
+        return prob_down(e / (e + self.d - 1))
+
+    @property
+    def p(self) -> float:
+        return float(self.keep)
+
+    @property
+    def q(self) -> float:
+        return float((1 - self.keep.value) / (self.d - 1))
+
+    @property
+    def epsilon_achieved(self) -> float:
+        k = self.keep.value
+        return _log_ratio(k * (self.d - 1) / (1 - k))
+
+    @property
+    def p_star(self) -> float:
+        return self.p
+
+    @property
+    def q_star(self) -> float:
+        return self.q
+
+    def privatize(self, x: int, rand: RandomSource = SYSTEM) -> int:
+        """One report: the randomized index."""
+        return grr_draw(_check_index(x, self.d), self.d, self.keep, rand)
+
+    def privatize_many(self, xs: npt.ArrayLike, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+        """Simulation path: same distribution as :meth:`privatize`, vectorized."""
+        return grr_draw_many(_as_indices(xs, self.d), self.d, self.p, rng)
+
+    def validate(self, wire: object) -> None:
+        """Raise unless ``wire`` is an index in ``[0, d)``."""
+        if not _is_int(wire):
+            raise WrongTypeError(f"grr output must be an integer, not {type(wire).__name__}")
+        assert isinstance(wire, int)
+        if not 0 <= wire < self.d:
+            raise OutOfRangeError(f"grr output ({wire}) must be in [0, {self.d})")
+
+    def encode_batch(self, wires: Sequence[object]) -> npt.NDArray[np.int64]:
+        """Wire values to an int64 array, validating every one."""
+        import numpy as np
+
+        for w in wires:
+            self.validate(w)
+        return np.asarray(wires, dtype=np.int64).reshape(len(wires))
+
+    def support(self, batch: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """How many reports name each item: one bincount, O(n + d)."""
+        import numpy as np
+
+        return np.bincount(np.asarray(batch, dtype=np.int64), minlength=self.d)[: self.d]
+
+
+@dataclass(frozen=True)
+class _UnaryEncoding(_Base):
+    """Unary encoding: one bit per item, each flipped independently (Wang et al. 2017, sec. 4.3).
+
+    Bit of the true item is 1 with p, every other bit with q; the achieved epsilon is
+    ln(p (1 - q) / ((1 - p) q)). Wire value: an integer bitmask (bit i = item i).
+    Batch form: ``packbits(bits, bitorder="little")`` rows.
+    """
+
+    epsilon: float
+    d: int
+
+    def __post_init__(self) -> None:
+        _check_epsilon(self.epsilon)
+        _check_d(self.d)
+        if self.p_prob.value <= self.q_prob.value:
+            raise ParameterError(f"epsilon ({self.epsilon}) is too small for 32-bit probabilities")
+
+    @cached_property
+    def p_prob(self) -> Prob:
+        raise NotImplementedError  # pragma: no cover
+
+    @cached_property
+    def q_prob(self) -> Prob:
+        raise NotImplementedError  # pragma: no cover
+
+    @property
+    def p(self) -> float:
+        return float(self.p_prob)
+
+    @property
+    def q(self) -> float:
+        return float(self.q_prob)
+
+    @property
+    def epsilon_achieved(self) -> float:
+        p, q = self.p_prob.value, self.q_prob.value
+        return _log_ratio(p * (1 - q) / ((1 - p) * q))
+
+    @property
+    def p_star(self) -> float:
+        return self.p
+
+    @property
+    def q_star(self) -> float:
+        return self.q
+
+    def privatize(self, x: int, rand: RandomSource = SYSTEM) -> int:
+        """One report: the randomized bitmask."""
+        return ue_draw(1 << _check_index(x, self.d), self.d, self.p_prob, self.q_prob, rand)
+
+    def privatize_many(self, xs: npt.ArrayLike, rng: np.random.Generator) -> npt.NDArray[np.uint8]:
+        """Simulation path: packed rows with the same distribution as :meth:`privatize`."""
+        import numpy as np
+
+        x = _as_indices(xs, self.d)
+        rows = []
+        step = max(1, _OLH_CHUNK_CELLS // self.d)
+        for start in range(0, x.shape[0], step):
+            bits = ue_draw_many(_onehot(x[start : start + step], self.d), self.p, self.q, rng)
+            rows.append(np.packbits(bits, axis=1, bitorder="little"))
+        if not rows:
+            return np.zeros((0, (self.d + 7) // 8), dtype=np.uint8)
+        return np.concatenate(rows)
+
+    def validate(self, wire: object) -> None:
+        """Raise unless ``wire`` is a bitmask in ``[0, 2**d)``."""
+        if not _is_int(wire):
+            raise WrongTypeError(f"{self.name} output must be an integer bitmask")
+        assert isinstance(wire, int)
+        if not 0 <= wire < 1 << self.d:
+            raise OutOfRangeError(f"{self.name} output ({wire}) must be in [0, 2**{self.d})")
+
+    def encode_batch(self, wires: Sequence[object]) -> npt.NDArray[np.uint8]:
+        """Wire bitmasks to packed little-endian rows, validating every one."""
+        import numpy as np
+
+        nbytes = (self.d + 7) // 8
+        buf = bytearray()
+        for w in wires:
+            self.validate(w)
+            assert isinstance(w, int)
+            buf += w.to_bytes(nbytes, "little")
+        return np.frombuffer(bytes(buf), dtype=np.uint8).reshape(len(wires), nbytes)
+
+    def support(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+        """Per-item count of set bits over packed rows (8 strided passes over the bytes)."""
+        import numpy as np
+
+        packed = np.asarray(batch, dtype=np.uint8)
+        nbytes = (self.d + 7) // 8
+        counts = np.zeros(nbytes * 8, dtype=np.int64)
+        step = max(1, _OLH_CHUNK_CELLS // max(1, nbytes))
+        for start in range(0, packed.shape[0], step):
+            block = packed[start : start + step]
+            for bit in range(8):
+                counts[bit::8] += np.count_nonzero(block & np.uint8(1 << bit), axis=0)
+        return counts[: self.d]
+
+
+@dataclass(frozen=True)
+class SUE(_UnaryEncoding):
+    """Symmetric unary encoding (basic RAPPOR): p = e^(eps/2) / (e^(eps/2) + 1), q = 1 - p."""
+
+    name: ClassVar[str] = "sue"
+
+    @cached_property
+    def p_prob(self) -> Prob:
+        h = math.exp(self.epsilon / 2)
+        return prob_down(h / (h + 1))
+
+    @cached_property
+    def q_prob(self) -> Prob:
+        return prob_up(1 / (math.exp(self.epsilon / 2) + 1))
+
+
+@dataclass(frozen=True)
+class OUE(_UnaryEncoding):
+    """Optimized unary encoding (Wang et al. 2017): p = 1/2, q = 1 / (e^eps + 1).
+
+    Variance 4 e^eps / ((e^eps - 1)^2 n) at f = 0, independent of d.
+    """
+
+    name: ClassVar[str] = "oue"
+
+    @cached_property
+    def p_prob(self) -> Prob:
+        return Prob(1 << 31)
+
+    @cached_property
+    def q_prob(self) -> Prob:
+        return prob_up(1 / (math.exp(self.epsilon) + 1))
+
+
+@dataclass(frozen=True)
+class OLH(_Base):
+    """Optimized local hashing (Wang et al. 2017, sec. 4.4).
+
+    The client draws a 32-bit seed choosing a hash h into g = max(2, round(e^eps) + 1) buckets and
+    reports ``[seed, GRR_g(h(x))]`` with keep probability p = e^eps / (e^eps + g - 1) (rounded
+    down). Any item v hashing to the reported bucket is supported, so p* = p and q* = 1 / g.
+    Variance at f = 0: q*(1 - q*) / ((p* - q*)^2 n), about 4 e^eps / ((e^eps - 1)^2 n).
+    """
+
+    name: ClassVar[str] = "olh"
+    epsilon: float
+    d: int
+    g: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        _check_epsilon(self.epsilon)
+        _check_d(self.d)
+        object.__setattr__(self, "g", max(2, round(math.exp(self.epsilon)) + 1))
+        if self.keep.value * self.g <= 1:
+            raise ParameterError(f"epsilon ({self.epsilon}) is too small for 32-bit probabilities")
+
+    @cached_property
+    def keep(self) -> Prob:
+        """P[report the true bucket], exact."""
+        e = math.exp(self.epsilon)
+        return prob_down(e / (e + self.g - 1))
+
+    @property
+    def p(self) -> float:
+        return float(self.keep)
+
+    @property
+    def q(self) -> float:
+        return float((1 - self.keep.value) / (self.g - 1))
+
+    @property
+    def epsilon_achieved(self) -> float:
+        k = self.keep.value
+        return _log_ratio(k * (self.g - 1) / (1 - k))
+
+    @property
+    def p_star(self) -> float:
+        return self.p
+
+    @property
+    def q_star(self) -> float:
+        return 1.0 / self.g
+
+    def privatize(self, x: int, rand: RandomSource = SYSTEM) -> list[int]:
+        """One report: ``[seed, bucket]``."""
+        _check_index(x, self.d)
+        seed = rand.word()
+        return [seed, grr_draw(olh_hash(seed, x, self.g), self.g, self.keep, rand)]
+
+    def privatize_many(self, xs: npt.ArrayLike, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+        """Simulation path: an ``(n, 2)`` array of ``[seed, bucket]`` rows."""
+        import numpy as np
+
+        x = _as_indices(xs, self.d)
+        seeds = rng.integers(0, OLH_SEEDS, size=x.shape[0], dtype=np.int64)
+        buckets = grr_draw_many(olh_hash_many(seeds, x, self.g), self.g, self.p, rng)
+        return np.stack([seeds, buckets], axis=1)
+
+    def validate(self, wire: object) -> None:
+        """Raise unless ``wire`` is ``[seed, bucket]`` with seed < 2**32 and bucket < g."""
+        if not isinstance(wire, list | tuple) or len(wire) != 2:
+            raise WrongTypeError("olh output must be a list [seed, bucket]")
+        seed, bucket = wire
+        if not (_is_int(seed) and _is_int(bucket)):
+            raise WrongTypeError("olh seed and bucket must be integers")
+        if not 0 <= seed < OLH_SEEDS:
+            raise OutOfRangeError(f"olh seed ({seed}) must be in [0, 2**32)")
+        if not 0 <= bucket < self.g:
+            raise OutOfRangeError(f"olh bucket ({bucket}) must be in [0, {self.g})")
+
+    def encode_batch(self, wires: Sequence[object]) -> npt.NDArray[np.int64]:
+        """Wire pairs to an ``(n, 2)`` int64 array, validating every one."""
+        import numpy as np
+
+        for w in wires:
+            self.validate(w)
+        return np.asarray(wires, dtype=np.int64).reshape(len(wires), 2)
+
+    def support(self, batch: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Per-item count of reports whose bucket the item hashes to (chunked, bounded memory)."""
+        import numpy as np
+
+        rows = np.asarray(batch, dtype=np.int64).reshape(-1, 2)
+        items = np.arange(self.d, dtype=np.uint64)[None, :]
+        counts = np.zeros(self.d, dtype=np.int64)
+        step = max(1, _OLH_CHUNK_CELLS // self.d)
+        g = np.uint64(self.g)
+        shift = np.uint64(32)
+        for start in range(0, rows.shape[0], step):
+            chunk = rows[start : start + step]
+            s = chunk[:, 0].astype(np.uint64)
+            a = (_splitmix64_many(s) | np.uint64(1))[:, None]
+            b = _splitmix64_many(s ^ np.uint64(_GOLDEN))[:, None]
+            buckets = (((a * items + b) >> shift) * g) >> shift
+            counts += np.count_nonzero(buckets == chunk[:, 1:2].astype(np.uint64), axis=0)
+        return counts
+
+
+@dataclass(frozen=True)
+class SS(_Base):
+    """Subset selection (Ye & Barg 2018; Wang et al. 2016).
+
+    Reports a k-subset of the domain: P[Y | x] is proportional to e^eps if x is in Y, else 1.
+    Realized as: with probability include = k e^eps / (k e^eps + d - k) (rounded down), x plus
+    k - 1 uniform others; else k uniform others. The subset size k minimizes the exact variance
+    (about d / (e^eps + 1)). p* = include, q* = (include (k - 1) + (1 - include) k) / (d - 1).
+    Wire value: the sorted list of k indices.
+    """
+
+    name: ClassVar[str] = "ss"
+    epsilon: float
+    d: int
+    k: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        _check_epsilon(self.epsilon)
+        _check_d(self.d)
+        object.__setattr__(self, "k", self._best_k())
+        if self.p_star <= self.q_star:
+            raise ParameterError(f"epsilon ({self.epsilon}) is too small for 32-bit probabilities")
+
+    def _include_for(self, k: int) -> Prob:
+        e = math.exp(self.epsilon)
+        return prob_down(k * e / (k * e + self.d - k))
+
+    def _stars(self, k: int) -> tuple[float, float]:
+        inc = self._include_for(k).value
+        q = (inc * (k - 1) + (1 - inc) * k) / (self.d - 1)
+        return float(inc), float(q)
+
+    def _best_k(self) -> int:
+        # The optimum sits near d / (e^eps + 1) (Ye & Barg 2018); search a generous window.
+        k0 = max(1, round(self.d / (math.exp(self.epsilon) + 1)))
+        best_k, best_var = 1, math.inf
+        for k in range(max(1, k0 // 2 - 1), min(self.d - 1, 2 * k0 + 2) + 1):
+            p, q = self._stars(k)
+            if p <= q:
+                continue
+            var = q * (1 - q) / (p - q) ** 2
+            if var < best_var:
+                best_k, best_var = k, var
+        return best_k
+
+    @cached_property
+    def include(self) -> Prob:
+        """P[the true value is in the reported subset], exact."""
+        return self._include_for(self.k)
+
+    @property
+    def p(self) -> float:
+        return float(self.include)
+
+    @property
+    def q(self) -> float:
+        return self.q_star
+
+    @property
+    def epsilon_achieved(self) -> float:
+        inc = self.include.value
+        return _log_ratio(inc / (1 - inc) * Fraction(self.d - self.k, self.k))
+
+    @property
+    def p_star(self) -> float:
+        return float(self.include)
+
+    @property
+    def q_star(self) -> float:
+        return self._stars(self.k)[1]
+
+    def privatize(self, x: int, rand: RandomSource = SYSTEM) -> list[int]:
+        """One report: the sorted subset."""
+        return subset_draw(_check_index(x, self.d), self.d, self.k, self.include, rand)
+
+    def privatize_many(self, xs: npt.ArrayLike, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+        """Simulation path: an ``(n, k)`` array of sorted subsets."""
+        import numpy as np
+
+        x = _as_indices(xs, self.d)
+        out = np.empty((x.shape[0], self.k), dtype=np.int64)
+        step = max(1, _OLH_CHUNK_CELLS // self.d)
+        for start in range(0, x.shape[0], step):
+            xc = x[start : start + step]
+            rows = np.arange(xc.shape[0])
+            keys = rng.random((xc.shape[0], self.d))
+            inside = rng.random(xc.shape[0]) < self.p
+            # -1 forces x into the k smallest keys, 2 keeps it out; others stay uniform.
+            keys[rows, xc] = np.where(inside, -1.0, 2.0)
+            part = np.argpartition(keys, self.k - 1, axis=1)[:, : self.k]
+            out[start : start + step] = np.sort(part, axis=1)
+        return out
+
+    def validate(self, wire: object) -> None:
+        """Raise unless ``wire`` is a strictly increasing list of k indices in ``[0, d)``."""
+        if not isinstance(wire, list | tuple):
+            raise WrongTypeError("ss output must be a list of indices")
+        if len(wire) != self.k:
+            raise OutOfRangeError(f"ss output must have {self.k} indices, got {len(wire)}")
+        prev = -1
+        for v in wire:
+            if not _is_int(v):
+                raise WrongTypeError("ss indices must be integers")
+            if not prev < v < self.d:
+                raise OutOfRangeError(
+                    f"ss indices must be strictly increasing and in [0, {self.d}), got {wire}"
+                )
+            prev = v
+
+    def encode_batch(self, wires: Sequence[object]) -> npt.NDArray[np.int64]:
+        """Wire subsets to an ``(n, k)`` int64 array, validating every one."""
+        import numpy as np
+
+        for w in wires:
+            self.validate(w)
+        return np.asarray(wires, dtype=np.int64).reshape(len(wires), self.k)
+
+    def support(self, batch: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """How many subsets contain each item: one bincount over n * k indices."""
+        import numpy as np
+
+        flat = np.asarray(batch, dtype=np.int64).ravel()
+        return np.bincount(flat, minlength=self.d)[: self.d]
+
+
+MECHANISMS: dict[str, type[GRR] | type[SUE] | type[OUE] | type[OLH] | type[SS]] = {
+    "grr": GRR,
+    "sue": SUE,
+    "oue": OUE,
+    "olh": OLH,
+    "ss": SS,
+}
+
+#: Candidates of :func:`choose`, in tie-break order. SUE is never better than OUE.
+_CHOICES = ("grr", "oue", "olh", "ss")
+
+
+def from_name(name: str, epsilon: float, d: int) -> GRR | SUE | OUE | OLH | SS:
+    """Build the mechanism called ``name``."""
+    try:
+        cls = MECHANISMS[name]
+    except KeyError:
+        raise ParameterError(f"mechanism ({name!r}) must be one of {sorted(MECHANISMS)}") from None
+    return cls(epsilon, d)
+
+
+def choose(d: int, epsilon: float) -> GRR | OUE | OLH | SS:
+    """The oracle with the smallest exact variance at f = 0 for this ``(d, epsilon)``."""
+    best: GRR | OUE | OLH | SS | None = None
+    for name in _CHOICES:
+        cls = MECHANISMS[name]
+        mech = cls(epsilon, d)
+        assert not isinstance(mech, SUE)
+        if best is None or mech.variance(1) < best.variance(1):
+            best = mech
+    assert best is not None
+    return best
