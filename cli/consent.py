@@ -1,0 +1,316 @@
+"""The user's consent, and the precedence rules that decide whether telemetry is on.
+
+Consent is a small JSON file in the user config dir, written only by ``20i telemetry enable``
+and ``disable`` (atomically, mode 0600), holding usage and errors consent separately with the
+date of each decision. Environment variables can only turn telemetry off, never on. Reading it
+is all a host command pays when telemetry is off, so this module never imports numpy, httpx or
+cryptography, and never writes anything while deciding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from cli.errors import ConsentWriteError
+from cli.state import read_small, write_atomic
+
+__all__ = [
+    "ENV_CI",
+    "ENV_DO_NOT_TRACK",
+    "ENV_KILL_SWITCH",
+    "FORMAT",
+    "KINDS",
+    "NO_CONSENT",
+    "SOURCES",
+    "Consent",
+    "ConsentFile",
+    "Decision",
+    "Kind",
+    "KindConsent",
+    "decide",
+    "env_override",
+    "format_time",
+    "parse_time",
+    "read_consent",
+    "write_consent",
+]
+
+FORMAT = 1
+ENV_DO_NOT_TRACK = "DO_NOT_TRACK"
+ENV_KILL_SWITCH = "TWENTYI_TELEMETRY"
+ENV_CI = "CI"
+#: Values (after strip + lower-case) that leave DO_NOT_TRACK and CI *unset* in effect.
+_UNSET_VALUES = frozenset({"", "0", "false", "no", "off"})
+#: TWENTYI_TELEMETRY values that do nothing: the environment may never turn telemetry on.
+_KILL_SWITCH_NEUTRAL = frozenset({"", "1", "true", "yes", "on"})
+
+Kind = Literal["usage", "errors"]
+KINDS: tuple[Kind, ...] = ("usage", "errors")
+
+# What `status` names as the deciding source (stable strings, documented in docs/CLI.md),
+# in order of precedence.
+SOURCE_DO_NOT_TRACK = "DO_NOT_TRACK"
+SOURCE_KILL_SWITCH = "TWENTYI_TELEMETRY"
+SOURCE_CI = "CI"
+SOURCE_UNREADABLE = "unreadable-config"
+SOURCE_NOT_OPTED_IN = "not-opted-in"
+SOURCE_CONSENT = "consent"
+SOURCES = (
+    SOURCE_DO_NOT_TRACK,
+    SOURCE_KILL_SWITCH,
+    SOURCE_CI,
+    SOURCE_UNREADABLE,
+    SOURCE_NOT_OPTED_IN,
+    SOURCE_CONSENT,
+)
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, second precision, ``Z`` suffix: the one timestamp form in our files."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: object, where: str) -> datetime:
+    """Parse one of our timestamps (aware ISO 8601) to UTC; ``ValueError`` names ``where``."""
+    if not isinstance(text, str):
+        raise ValueError(f"{where} must be an ISO timestamp string, not {type(text).__name__}")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{where} ({text!r}) is not an ISO timestamp") from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{where} ({text!r}) has no time zone")
+    return moment.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class KindConsent:
+    """Consent for one report kind: on or off, and when the user last decided."""
+
+    enabled: bool = False
+    as_of: datetime | None = None  # None: never decided
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, shared by the consent file and ``status --json``."""
+        return {
+            "enabled": self.enabled,
+            "as_of": None if self.as_of is None else format_time(self.as_of),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: object, where: str) -> KindConsent:
+        """Strict: anything but ``{"enabled": bool, "as_of": str | null}`` is a ValueError."""
+        if not isinstance(raw, dict):
+            raise ValueError(f"{where} must be an object, not {type(raw).__name__}")
+        enabled = raw.get("enabled")
+        if not isinstance(enabled, bool):
+            raise ValueError(f"{where}.enabled must be true or false, not {enabled!r}")
+        as_of = raw.get("as_of")
+        moment = None if as_of is None else parse_time(as_of, f"{where}.as_of")
+        if enabled and moment is None:
+            raise ValueError(f"{where} is enabled but has no as_of date")
+        return cls(enabled=enabled, as_of=moment)
+
+
+@dataclass(frozen=True)
+class Consent:
+    """What the user consented to, and to which policy and schema version."""
+
+    usage: KindConsent
+    errors: KindConsent
+    policy_version: str
+    schema_id: str | None
+
+    def kind(self, kind: Kind) -> KindConsent:
+        """Consent for ``"usage"`` or ``"errors"``."""
+        return self.usage if kind == "usage" else self.errors
+
+    def decided(
+        self,
+        kind: Kind,
+        enabled: bool,
+        now: datetime,
+        policy_version: str,
+        schema_id: str | None,
+    ) -> Consent:
+        """A copy with ``kind`` switched and dated ``now`` (unchanged kinds keep their date)."""
+        current = self.kind(kind)
+        unchanged = current.enabled == enabled and current.as_of is not None
+        updated = current if unchanged else KindConsent(enabled, now)
+        usage, errors = (updated, self.errors) if kind == "usage" else (self.usage, updated)
+        return Consent(usage, errors, policy_version=policy_version, schema_id=schema_id)
+
+    def to_json(self) -> bytes:
+        """The file form: indented, sorted keys, trailing newline, so users can read it."""
+        document = {
+            "format": FORMAT,
+            "usage": self.usage.to_dict(),
+            "errors": self.errors.to_dict(),
+            "policy_version": self.policy_version,
+            "schema_id": self.schema_id,
+        }
+        return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Consent:
+        """Parse a consent file strictly; ``ValueError`` says what is wrong with it."""
+        try:
+            raw = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not valid JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ValueError(f"top level must be an object, not {type(raw).__name__}")
+        version = raw.get("format")
+        if version != FORMAT:
+            raise ValueError(f"format is {version!r}, this 20i reads format {FORMAT}")
+        policy = raw.get("policy_version")
+        if not isinstance(policy, str):
+            raise ValueError(f"policy_version must be a string, not {policy!r}")
+        schema_id = raw.get("schema_id")
+        if schema_id is not None and not isinstance(schema_id, str):
+            raise ValueError(f"schema_id must be a string or null, not {schema_id!r}")
+        return cls(
+            usage=KindConsent.from_dict(raw.get("usage"), "usage"),
+            errors=KindConsent.from_dict(raw.get("errors"), "errors"),
+            policy_version=policy,
+            schema_id=schema_id,
+        )
+
+
+NO_CONSENT = Consent(KindConsent(), KindConsent(), policy_version="", schema_id=None)
+
+
+@dataclass(frozen=True)
+class ConsentFile:
+    """The consent file as read: its consent, or why there is none."""
+
+    path: Path
+    consent: Consent | None
+    problem: str | None = None  # set when the file exists but cannot be used
+
+    @property
+    def state(self) -> Literal["ok", "missing", "unreadable"]:
+        """``ok``, ``missing`` (never opted in) or ``unreadable`` (garbled, wrong type, ...)."""
+        if self.consent is not None:
+            return "ok"
+        return "missing" if self.problem is None else "unreadable"
+
+
+def read_consent(path: Path) -> ConsentFile:
+    """Read the consent file; never raises: a missing or bad file simply means no consent."""
+    try:
+        data = read_small(path)
+    except FileNotFoundError:
+        return ConsentFile(path, None)
+    except NotADirectoryError:
+        # A parent of the path is a regular file: nobody could ever have written consent here.
+        return ConsentFile(path, None, f"{path.parent} is not a directory")
+    except OSError as exc:
+        return ConsentFile(path, None, f"cannot read it: {exc.strerror or exc}")
+    try:
+        return ConsentFile(path, Consent.from_json(data))
+    except ValueError as exc:
+        return ConsentFile(path, None, f"garbled: {exc}")
+
+
+def write_consent(path: Path, consent: Consent) -> None:
+    """Write the consent file atomically (temp file + rename), mode 0600."""
+    try:
+        write_atomic(path, consent.to_json())
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ConsentWriteError(f"cannot write the consent file {path}: {reason}") from exc
+
+
+def _is_set(value: str | None) -> bool:
+    return value is not None and value.strip().lower() not in _UNSET_VALUES
+
+
+def env_override(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """``(source, reason)`` if the environment turns telemetry off, else ``None``.
+
+    Precedence: DO_NOT_TRACK, then TWENTYI_TELEMETRY (any value but empty/1/true/yes/on
+    disables: an unclear value errs towards off), then CI. Costs no file access.
+    """
+    dnt = env.get(ENV_DO_NOT_TRACK)
+    if _is_set(dnt):
+        return (
+            SOURCE_DO_NOT_TRACK,
+            f"{ENV_DO_NOT_TRACK}={dnt} is set, which turns all telemetry off whatever else says",
+        )
+    kill = env.get(ENV_KILL_SWITCH)
+    if kill is not None and kill.strip().lower() not in _KILL_SWITCH_NEUTRAL:
+        return (SOURCE_KILL_SWITCH, f"{ENV_KILL_SWITCH}={kill} is set, which turns telemetry off")
+    if _is_set(env.get(ENV_CI)):
+        return (SOURCE_CI, f"{ENV_CI} is set: nothing is recorded or sent in CI")
+    return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Whether usage and error reports are on, what decided it, and why (one sentence)."""
+
+    usage: bool
+    errors: bool
+    source: str
+    reason: str
+    consent_file: ConsentFile | None  # None when the environment decided without reading it
+    notes: tuple[str, ...] = ()
+
+    @property
+    def any_on(self) -> bool:
+        """True if at least one report kind is on."""
+        return self.usage or self.errors
+
+
+def decide(env: Mapping[str, str], consent_path: Path, *, inspect: bool = False) -> Decision:
+    """Apply the precedence rules; reads the consent file only if the environment did not
+    already decide (or if ``inspect`` asks for it, as ``status`` does)."""
+    notes: list[str] = []
+    kill = env.get(ENV_KILL_SWITCH, "").strip().lower()
+    override = env_override(env)
+    consent_file = read_consent(consent_path) if override is None or inspect else None
+    opted_in = (
+        consent_file is not None
+        and consent_file.consent is not None
+        and (consent_file.consent.usage.enabled or consent_file.consent.errors.enabled)
+    )
+    if kill in {"1", "true", "yes", "on"} and not opted_in:
+        notes.append(
+            f"{ENV_KILL_SWITCH}={env.get(ENV_KILL_SWITCH)} cannot turn telemetry on;"
+            " only `20i telemetry enable` can"
+        )
+    if override is not None:
+        source, reason = override
+        return Decision(False, False, source, reason, consent_file, tuple(notes))
+    assert consent_file is not None  # read above whenever there is no override
+    if consent_file.problem is not None:
+        reason = (
+            f"the consent file is unusable ({consent_file.problem}), so telemetry is off;"
+            " `20i telemetry enable` or `disable` rewrites it"
+        )
+        return Decision(False, False, SOURCE_UNREADABLE, reason, consent_file, tuple(notes))
+    consent = consent_file.consent
+    if consent is None or (consent.usage.as_of is None and consent.errors.as_of is None):
+        reason = "telemetry is off until you run `20i telemetry enable`"
+        return Decision(False, False, SOURCE_NOT_OPTED_IN, reason, consent_file, tuple(notes))
+    parts = []
+    for kind in KINDS:
+        entry = consent.kind(kind)
+        if entry.as_of is not None:
+            verb = "enabled" if entry.enabled else "disabled"
+            parts.append(f"{kind} {verb} on {format_time(entry.as_of)}")
+    reason = "your choice in the consent file: " + ", ".join(parts)
+    return Decision(
+        consent.usage.enabled,
+        consent.errors.enabled,
+        SOURCE_CONSENT,
+        reason,
+        consent_file,
+        tuple(notes),
+    )

@@ -1,0 +1,230 @@
+"""Where 20i telemetry keeps its files, and the small file primitives every cli module shares.
+
+Consent lives in the user config dir; the secret, memo ledger, tally, sent log and spool live
+in ``telemetry`` folders of the user state and cache dirs (platformdirs). Nothing here ever
+uses the working directory or a project, and nothing here may import numpy, httpx or
+cryptography: a host command's ``record()`` goes through this module.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cli.errors import StateError
+
+__all__ = [
+    "APP_NAME",
+    "SECRET_BYTES",
+    "SPOOL_SUFFIX",
+    "Paths",
+    "count_spooled",
+    "ensure_dir",
+    "ensure_secret",
+    "load_secret",
+    "purge",
+    "read_small",
+    "write_atomic",
+]
+
+APP_NAME = "20i"
+#: Our own folder inside the app's state and cache dirs, so ``--purge`` never touches files
+#: that the host tool keeps there for itself.
+SUBDIR = "telemetry"
+SECRET_BYTES = 32
+#: One sealed report per spool file, named ``<anything>.sealed`` (issue 6 writes them).
+SPOOL_SUFFIX = ".sealed"
+#: Files this small are all we ever read on the host path; anything larger is not ours.
+MAX_SMALL_FILE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Every location telemetry uses; pass one in tests to point everything at ``tmp_path``."""
+
+    config_dir: Path
+    state_dir: Path
+    cache_dir: Path
+
+    @classmethod
+    def default(cls) -> Paths:
+        """The platform's user dirs for ``20i`` (XDG_CONFIG_HOME, XDG_STATE_HOME, ... on Linux)."""
+        import platformdirs  # here, not at module level: only callers that need paths pay for it
+
+        return cls(
+            config_dir=platformdirs.user_config_path(APP_NAME, appauthor=False),
+            state_dir=platformdirs.user_state_path(APP_NAME, appauthor=False) / SUBDIR,
+            cache_dir=platformdirs.user_cache_path(APP_NAME, appauthor=False) / SUBDIR,
+        )
+
+    @property
+    def consent_file(self) -> Path:
+        """Written only by ``enable`` / ``disable``: the user's decision, with its date."""
+        return self.config_dir / "telemetry-consent.json"
+
+    @property
+    def config_file(self) -> Path:
+        """Optional, edited by hand: endpoint and analyzer key overrides for self-hosters."""
+        return self.config_dir / "telemetry-config.json"
+
+    @property
+    def secret_file(self) -> Path:
+        """32 random bytes keying the memoized (permanent) responses; never leaves the machine."""
+        return self.state_dir / "secret"
+
+    @property
+    def ledger_file(self) -> Path:
+        """The lifetime epsilon ledger (``ldp.budget.Ledger``): HMAC digests, never values."""
+        return self.state_dir / "ledger.json"
+
+    @property
+    def tally_file(self) -> Path:
+        """The current period's tally (``cli.tally``)."""
+        return self.state_dir / "tally.json"
+
+    @property
+    def tally_lock(self) -> Path:
+        """Lock file serialising read-modify-write of the tally across host processes."""
+        return self.state_dir / "tally.lock"
+
+    @property
+    def sent_log(self) -> Path:
+        """Plaintext of every report sent, one JSON object a line (``cli.sentlog``)."""
+        return self.state_dir / "sent-log.jsonl"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Sealed reports waiting to be sent, one ``*.sealed`` file each."""
+        return self.cache_dir / "spool"
+
+    def as_dict(self) -> dict[str, str]:
+        """The paths shown by ``status`` (stable keys; see docs/CLI.md)."""
+        return {
+            "config_dir": str(self.config_dir),
+            "consent_file": str(self.consent_file),
+            "config_file": str(self.config_file),
+            "state_dir": str(self.state_dir),
+            "cache_dir": str(self.cache_dir),
+            "spool_dir": str(self.spool_dir),
+            "sent_log": str(self.sent_log),
+        }
+
+
+def ensure_dir(path: Path) -> None:
+    """Create ``path`` and missing parents (new ones mode 0700); raise ``OSError`` if impossible."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.is_dir():  # pragma: no cover - mkdir(exist_ok) already refuses a file
+        raise NotADirectoryError(f"{path} is not a directory")
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same dir and ``os.replace``.
+
+    Readers see the old file or the new one, never a torn write. Raises ``OSError``.
+    """
+    ensure_dir(path.parent)
+    # os.urandom, not tempfile/secrets: both import `random`, and this runs in host commands.
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)  # O_CREAT's mode is filtered by the umask; we want exactly `mode`
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_small(path: Path) -> bytes:
+    """Read a small regular file; ``FileNotFoundError`` if absent, ``OSError`` if unusable."""
+    with open(path, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise IsADirectoryError(f"{path} is not a regular file")
+        data = handle.read(MAX_SMALL_FILE + 1)
+    if len(data) > MAX_SMALL_FILE:
+        raise OSError(f"{path} is larger than {MAX_SMALL_FILE} bytes")
+    return data
+
+
+def load_secret(paths: Paths) -> bytes | None:
+    """The local secret, or ``None`` if there is none yet; ``StateError`` if it is unusable."""
+    try:
+        data = read_small(paths.secret_file)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StateError(f"cannot read the telemetry secret {paths.secret_file}: {exc}") from exc
+    if len(data) != SECRET_BYTES:
+        raise StateError(
+            f"telemetry secret {paths.secret_file} has {len(data)} bytes, expected"
+            f" {SECRET_BYTES}; remove it with `20i telemetry disable --purge`"
+        )
+    return data
+
+
+def ensure_secret(paths: Paths) -> tuple[bytes, bool]:
+    """The local secret, created (mode 0600) if missing; returns ``(secret, created)``."""
+    secret = load_secret(paths)
+    if secret is not None:
+        return secret, False
+    secret = os.urandom(SECRET_BYTES)  # the OS CSPRNG
+    try:
+        write_atomic(paths.secret_file, secret)
+    except OSError as exc:
+        raise StateError(f"cannot write the telemetry secret {paths.secret_file}: {exc}") from exc
+    return secret, True
+
+
+def count_spooled(paths: Paths) -> int:
+    """How many sealed reports wait in the spool (0 if the spool does not exist)."""
+    try:
+        with os.scandir(paths.spool_dir) as entries:
+            return sum(
+                1
+                for entry in entries
+                if entry.name.endswith(SPOOL_SUFFIX)
+                and not entry.name.startswith(".")
+                and entry.is_file(follow_symlinks=False)
+            )
+    except OSError:
+        return 0
+
+
+def purge(paths: Paths) -> list[Path]:
+    """Delete every file in the telemetry state and cache folders; return what was removed.
+
+    Removes files (symlinks are removed, never followed) and then the emptied folders. The
+    consent file and the hand-edited config are kept: the first records the opt-out itself.
+    """
+    removed: list[Path] = []
+    for root in (paths.state_dir, paths.cache_dir):
+        if not root.is_dir() or root.is_symlink():
+            if root.is_symlink() or root.exists():
+                _remove(root, removed)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+            base = Path(dirpath)
+            for name in sorted(filenames):
+                _remove(base / name, removed)
+            for name in sorted(dirnames):
+                _remove(base / name, removed)
+        _remove(root, removed)
+    return removed
+
+
+def _remove(path: Path, removed: list[Path]) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            path.unlink()
+            removed.append(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StateError(f"cannot remove {path}: {exc}") from exc
