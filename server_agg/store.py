@@ -1,0 +1,415 @@
+"""The collector's durable store: opaque HPKE ciphertexts and their arrival day, in SQLite (WAL).
+
+A report is kept as (ciphertext, SHA-256 of it for de-duplication, arrival day as
+``YYYY-MM-DD`` in UTC). It must never hold anything else about a request: no client address,
+no header, no time finer than the day. A write returns only after its transaction is committed,
+so the collector can acknowledge exactly what is durable.
+
+Durability: the database runs in WAL mode with ``synchronous=FULL`` by default, so every commit
+fsyncs the write-ahead log and survives power loss as well as a killed process. ``NORMAL``
+(allowed) survives a SIGKILL too, because a committed transaction is already in the WAL file
+(the OS keeps it), but it may lose the last commits if the machine itself goes down.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ExportClaim",
+    "Store",
+    "StoreError",
+    "utc_today",
+]
+
+#: Bumped whenever the table layout changes; a store newer than the code is refused.
+SCHEMA_VERSION = 1
+
+_DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+_SCHEMA = (
+    """
+CREATE TABLE IF NOT EXISTS reports (
+    -- Arrival order inside this store, never reused: exports use it as a watermark.
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    -- UTC date of arrival, the only time kept.
+    day        TEXT    NOT NULL CHECK (day GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]'),
+    -- SHA-256 of the ciphertext: the same report posted twice is stored once.
+    digest     BLOB    NOT NULL UNIQUE CHECK (length(digest) = 32),
+    ciphertext BLOB    NOT NULL CHECK (length(ciphertext) > 0)
+)""",
+    """
+CREATE TABLE IF NOT EXISTS exports (
+    -- One export run covers the reports with first_id < id <= last_id.
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    first_id INTEGER NOT NULL,
+    last_id  INTEGER NOT NULL CHECK (last_id > first_id),
+    out_dir  TEXT    NOT NULL,
+    state    TEXT    NOT NULL CHECK (state IN ('pending', 'done'))
+)""",
+)
+
+
+class StoreError(Exception):
+    """The store cannot be opened, read or written; the message says which file and why."""
+
+
+def utc_today() -> date:
+    """The current date in UTC: the only clock reading the store ever keeps."""
+    return datetime.now(UTC).date()
+
+
+@dataclass(frozen=True)
+class ExportClaim:
+    """One export run: the reports with ``first_id < rowid <= last_id``, written to ``out_dir``."""
+
+    export_id: int
+    first_id: int
+    last_id: int
+    out_dir: str
+
+
+class Store:
+    """A SQLite file of sealed reports; safe to share between threads (one lock, one connection).
+
+    Parameters
+    ----------
+    path:
+        The database file; its directory must exist.
+    create:
+        Create the file and tables if missing; with ``False`` a missing file is a
+        :class:`StoreError` (the analyzer should not conjure an empty store out of a typo).
+    synchronous:
+        ``"FULL"`` (default: a commit survives power loss) or ``"NORMAL"`` (survives a killed
+        process, not a crashed machine). See the module docstring.
+    clock:
+        Returns today's UTC date; injected by tests that need several days.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        create: bool = True,
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        clock: Callable[[], date] = utc_today,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            raise ValueError(f"synchronous ({synchronous!r}) must be 'FULL' or 'NORMAL'")
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        if not create and not self.path.is_file():
+            raise StoreError(f"no store at {self.path}")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, so we know when it is durable.
+            self._db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=10.0,
+                cached_statements=1024,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        try:
+            self._setup(synchronous)
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise StoreError(f"cannot open store {self.path}: {exc}") from None
+
+    def _setup(self, synchronous: str) -> None:
+        db = self._db
+        db.execute("PRAGMA busy_timeout = 10000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is required")
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise sqlite3.OperationalError(
+                f"schema version {version} is newer than this program's ({SCHEMA_VERSION})"
+            )
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection (the last one to close also checkpoints the WAL into the file)."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def add_batch(self, reports: Sequence[bytes]) -> tuple[int, int]:
+        """Store one batch in one transaction; return ``(accepted, duplicates)`` once committed."""
+        return self.add_batches([reports])[0]
+
+    def add_batches(self, batches: Sequence[Sequence[bytes]]) -> list[tuple[int, int]]:
+        """Store several batches in ONE transaction (group commit); per batch ``(accepted, dups)``.
+
+        A duplicate is a ciphertext whose SHA-256 is already stored (or appears earlier in the
+        same call). Nothing is visible, and nothing may be acknowledged, before the COMMIT that
+        this method waits for; if it raises, none of the batches was stored.
+        """
+        day = self._clock().isoformat()
+        if not _DAY_RE.fullmatch(day):
+            raise ValueError(f"clock returned {day!r}, expected a YYYY-MM-DD date")
+        hashed: list[list[tuple[bytes, bytes]]] = []
+        for b, batch in enumerate(batches):
+            items: Sequence[object] = batch  # checked at run time: callers are not all typed
+            pairs = []
+            for i, report in enumerate(items):
+                if not isinstance(report, bytes):
+                    kind = type(report).__name__
+                    raise TypeError(f"report {i} of batch {b} is {kind}, not bytes")
+                if not report:
+                    raise ValueError(f"report {i} of batch {b} is empty")
+                pairs.append((hashlib.sha256(report).digest(), report))
+            hashed.append(pairs)
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    results, new_rows = self._dedupe(hashed)
+                    for start in range(0, len(new_rows), _ROWS_PER_INSERT):
+                        chunk = new_rows[start : start + _ROWS_PER_INSERT]
+                        self._db.execute(_insert_sql(len(chunk)), _flatten(day, chunk))
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to store {self.path}: {exc}") from None
+        return results
+
+    def _dedupe(
+        self, hashed: list[list[tuple[bytes, bytes]]]
+    ) -> tuple[list[tuple[int, int]], list[tuple[bytes, bytes]]]:
+        """Per batch ``(accepted, duplicates)`` and the rows to insert; inside the transaction.
+
+        Looking the digests up first lets the insert be a few multi-row statements. Each
+        statement is one ``sqlite3_step``, and the ``sqlite3`` module hands the GIL back and
+        forth around every step: per-row statements made the event loop and this thread wait
+        on each other hundreds of times per commit.
+        """
+        digests = [d for pairs in hashed for d, _ in pairs]
+        seen: set[bytes] = set()
+        for start in range(0, len(digests), _ROWS_PER_INSERT):
+            chunk = digests[start : start + _ROWS_PER_INSERT]
+            marks = ",".join("?" * len(chunk))
+            found = self._db.execute(
+                f"SELECT digest FROM reports WHERE digest IN ({marks})",  # noqa: S608  # only '?'
+                chunk,
+            ).fetchall()
+            seen.update(bytes(row[0]) for row in found)
+        results: list[tuple[int, int]] = []
+        new_rows: list[tuple[bytes, bytes]] = []
+        for pairs in hashed:
+            accepted = 0
+            for digest, report in pairs:
+                if digest not in seen:
+                    seen.add(digest)
+                    new_rows.append((digest, report))
+                    accepted += 1
+            results.append((accepted, len(pairs) - accepted))
+        return results, new_rows
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read store {self.path}: {exc}") from None
+
+    def ping(self) -> None:
+        """Raise :class:`StoreError` unless the store answers a trivial query (health check)."""
+        self._query("SELECT 1 FROM reports LIMIT 1")
+
+    def count(self, day: str | None = None) -> int:
+        """Number of stored reports, on ``day`` (``YYYY-MM-DD``) or in total."""
+        if day is None:
+            rows = self._query("SELECT count(*) FROM reports")
+        else:
+            rows = self._query("SELECT count(*) FROM reports WHERE day = ?", (_check_day(day),))
+        return int(rows[0][0])
+
+    def days(self) -> list[tuple[str, int]]:
+        """``(day, number of reports)`` for every day present, oldest first."""
+        rows = self._query("SELECT day, count(*) FROM reports GROUP BY day ORDER BY day")
+        return [(str(d), int(n)) for d, n in rows]
+
+    def iter_reports(
+        self, day: str | None = None, chunk: int = 1000
+    ) -> Iterator[tuple[int, str, bytes]]:
+        """Yield ``(rowid, day, ciphertext)`` in rowid order, fetching ``chunk`` rows per query.
+
+        Each chunk is its own short query (keyset pagination), so a long iteration never holds
+        the lock or a read transaction that would stop the collector from checkpointing.
+        """
+        if chunk < 1:
+            raise ValueError(f"chunk ({chunk}) must be >= 1")
+        where, params = ("", []) if day is None else (" AND day = ?", [_check_day(day)])
+        last = 0
+        while True:
+            rows = self._query(
+                f"SELECT id, day, ciphertext FROM reports WHERE id > ?{where} ORDER BY id LIMIT ?",  # noqa: S608  # where is one of two constant strings
+                [last, *params, chunk],
+            )
+            for rowid, row_day, ciphertext in rows:
+                yield int(rowid), str(row_day), bytes(ciphertext)
+            if len(rows) < chunk:
+                return
+            last = int(rows[-1][0])
+
+    def integrity_check(self) -> str:
+        """SQLite's ``PRAGMA integrity_check``: ``"ok"``, or the problems found, one per line."""
+        rows = self._query("PRAGMA integrity_check")
+        return "\n".join(str(r[0]) for r in rows)
+
+    # -- export bookkeeping ----------------------------------------------------------------------
+
+    def pending_export(self) -> ExportClaim | None:
+        """The export run that was claimed but not finished (interrupted), if any."""
+        rows = self._query(
+            "SELECT id, first_id, last_id, out_dir FROM exports WHERE state = 'pending' "
+            "ORDER BY id LIMIT 1"
+        )
+        return _claim(rows[0]) if rows else None
+
+    def claim_export(self, out_dir: str) -> ExportClaim | None:
+        """Reserve every report not yet covered by an export run; ``None`` if there is none.
+
+        The range is fixed in one write transaction: rowids only grow and SQLite has one writer
+        at a time, so every report committed later gets a rowid above ``last_id`` and falls into
+        the next run. Refuses while another run is still pending (finish that one first).
+        """
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    pending = self._db.execute(
+                        "SELECT id FROM exports WHERE state = 'pending' LIMIT 1"
+                    ).fetchone()
+                    if pending is not None:
+                        raise StoreError(f"export {pending[0]} is still pending; finish it first")
+                    first = self._db.execute(
+                        "SELECT coalesce(max(last_id), 0) FROM exports"
+                    ).fetchone()[0]
+                    last = self._db.execute("SELECT coalesce(max(id), 0) FROM reports").fetchone()[
+                        0
+                    ]
+                    claim = None
+                    if last > first:
+                        cur = self._db.execute(
+                            "INSERT INTO exports (first_id, last_id, out_dir, state) "
+                            "VALUES (?, ?, ?, 'pending')",
+                            (first, last, out_dir),
+                        )
+                        assert cur.lastrowid is not None
+                        claim = ExportClaim(cur.lastrowid, int(first), int(last), out_dir)
+                    self._db.execute("COMMIT")
+                    return claim
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to store {self.path}: {exc}") from None
+
+    def finish_export(self, export_id: int) -> None:
+        """Mark a run done, after all its files are durably in place."""
+        with self._lock:
+            try:
+                cur = self._db.execute(
+                    "UPDATE exports SET state = 'done' WHERE id = ? AND state = 'pending'",
+                    (export_id,),
+                )
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to store {self.path}: {exc}") from None
+        if cur.rowcount != 1:
+            raise StoreError(f"export {export_id} is not pending")
+
+    def export_days(self, claim: ExportClaim) -> list[str]:
+        """The days that have reports inside the claimed range, oldest first."""
+        rows = self._query(
+            "SELECT DISTINCT day FROM reports WHERE id > ? AND id <= ? ORDER BY day",
+            (claim.first_id, claim.last_id),
+        )
+        return [str(r[0]) for r in rows]
+
+    def export_rowids(self, claim: ExportClaim, day: str) -> list[int]:
+        """Rowids of one day's reports inside the claimed range."""
+        rows = self._query(
+            "SELECT id FROM reports WHERE id > ? AND id <= ? AND day = ? ORDER BY id",
+            (claim.first_id, claim.last_id, _check_day(day)),
+        )
+        return [int(r[0]) for r in rows]
+
+    def ciphertexts(self, rowids: Sequence[int]) -> dict[int, bytes]:
+        """Ciphertexts by rowid (at most 900 rowids per call, under SQLite's variable limit)."""
+        if len(rowids) > 900:
+            raise ValueError(f"asked for {len(rowids)} rowids at once, at most 900")
+        if not rowids:
+            return {}
+        marks = ",".join("?" * len(rowids))
+        rows = self._query(
+            f"SELECT id, ciphertext FROM reports WHERE id IN ({marks})",  # noqa: S608  # only '?' marks
+            list(rowids),
+        )
+        return {int(i): bytes(c) for i, c in rows}
+
+
+#: Rows per multi-row INSERT (3 variables each, far under SQLite's 32766-variable limit).
+_ROWS_PER_INSERT = 256
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_INSERT)
+def _insert_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?)"] * rows)
+    return f"INSERT INTO reports (day, digest, ciphertext) VALUES {values}"  # noqa: S608  # only '?'
+
+
+def _flatten(day: str, rows: list[tuple[bytes, bytes]]) -> list[object]:
+    flat: list[object] = []
+    for digest, report in rows:
+        flat += (day, digest, report)
+    return flat
+
+
+def _check_day(day: str) -> str:
+    if not isinstance(day, str) or not _DAY_RE.fullmatch(day):
+        raise ValueError(f"day ({day!r}) must be a YYYY-MM-DD date")
+    return day
+
+
+def _claim(row: tuple[Any, ...]) -> ExportClaim:
+    export_id, first, last, out_dir = row
+    return ExportClaim(int(export_id), int(first), int(last), str(out_dir))
