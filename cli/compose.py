@@ -1,0 +1,89 @@
+"""Turn a period's tally into the reports it produces: the one recipe ``preview`` and the
+roll-over (issue 6) share, so what ``20i telemetry preview`` shows is what would be sealed.
+
+True values exist only inside :func:`true_values` and :func:`compose_reports` and go straight
+into the randomizers: nothing here writes them anywhere, and nothing here sends anything.
+Imports ``ldp`` (and so its mechanisms): never call this on a host command's fast path.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cli.tally import Tally
+
+if TYPE_CHECKING:
+    from ldp.report import Report
+    from ldp.sampling import RandomSource
+    from ldp.schema import Schema
+
+__all__ = ["compose_reports", "sample_count", "true_values"]
+
+
+def sample_count(counts: dict[str, int], rand: RandomSource) -> str:
+    """One key drawn with probability proportional to its count (uniform over invocations).
+
+    DESIGN section 3: the ``command`` field is one command sampled from the period's
+    invocations; the same holds for ``error_category``. Keys are visited in sorted order so
+    the draw depends only on the counts and the random source.
+    """
+    total = sum(counts.values())
+    if total <= 0:
+        raise ValueError(f"cannot sample from empty counts {counts!r}")
+    pick = rand.randbelow(total)
+    for key in sorted(counts):
+        if pick < counts[key]:
+            return key
+        pick -= counts[key]
+    raise AssertionError("unreachable: pick < total")  # pragma: no cover
+
+
+def true_values(
+    kind: str, tally: Tally, rand: RandomSource, os: str, arch: str
+) -> dict[str, object] | None:
+    """The true field values of ``kind`` for this tally, or ``None`` if it recorded nothing.
+
+    ``os`` and ``arch`` are this machine's (``ldp.values.os_value()`` / ``arch_value()``).
+    """
+    if kind == "usage":
+        usage = tally.usage
+        if usage is None or not usage.commands:
+            return None
+        return {
+            "cli_version": usage.cli_version or "other",
+            "os": os,
+            "arch": arch,
+            "command": sample_count(usage.commands, rand),
+            "modules": frozenset(usage.modules),
+        }
+    if kind == "errors":
+        errors = tally.errors
+        if errors is None or not errors.categories:
+            return None
+        return {"error_category": sample_count(errors.categories, rand)}
+    raise ValueError(f"report kind ({kind!r}) must be 'usage' or 'errors'")
+
+
+def compose_reports(
+    tally: Tally,
+    schema: Schema,
+    secret: bytes,
+    kinds: tuple[str, ...] = ("usage", "errors"),
+    rand: RandomSource | None = None,
+) -> list[Report]:
+    """The randomized reports this tally produces, for the report kinds in ``kinds``.
+
+    ``kinds`` lists the kinds whose consent is on; a kind that recorded nothing this period
+    produces no report. ``rand`` defaults to the OS CSPRNG.
+    """
+    from ldp.report import build_report
+    from ldp.sampling import SYSTEM
+    from ldp.values import arch_value, os_value
+
+    source = SYSTEM if rand is None else rand
+    reports = []
+    for kind in kinds:
+        values = true_values(kind, tally, source, os=os_value(), arch=arch_value())
+        if values is not None:
+            reports.append(build_report(schema, kind, tally.period, values, secret, source))
+    return reports

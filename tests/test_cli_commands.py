@@ -1,0 +1,464 @@
+"""Tests for the `20i telemetry` commands: enable, disable, info, preview, log, policy, help."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import typer.main
+import typer.testing
+from typer.testing import CliRunner
+
+from cli import status as status_module
+from cli import tracking
+from cli.app import app, main
+from cli.compose import compose_reports, sample_count
+from cli.consent import read_consent
+from cli.sentlog import encode_entry
+from cli.state import SECRET_BYTES, Paths
+from cli.tally import ErrorsTally, Tally, UsageTally, read_tally
+from ldp.budget import Ledger, memo_digest, per_report_epsilon
+from ldp.report import decode_report
+from ldp.schema import shipped_schema
+
+ENV_NAMES = (
+    "DO_NOT_TRACK",
+    "TWENTYI_TELEMETRY",
+    "CI",
+    "TWENTYI_TELEMETRY_ENDPOINT",
+    "TWENTYI_TELEMETRY_PUBLIC_KEY",
+)
+REPO = Path(__file__).resolve().parent.parent
+COMMANDS = ("status", "enable", "disable", "info", "preview", "log", "policy")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def built_once() -> Iterator[None]:
+    """Build the Click command of `20i` once: Typer rebuilds it on every invoke (~20 ms)."""
+    command = typer.main.get_command(app)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", lambda _app: command)
+        yield
+
+
+@pytest.fixture
+def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
+    """Point every user dir at tmp_path, clear the telemetry variables, cd to an empty dir."""
+    for name in ENV_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    for var, sub in (("XDG_CONFIG_HOME", "c"), ("XDG_STATE_HOME", "s"), ("XDG_CACHE_HOME", "k")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return Paths.default()
+
+
+def run(*args: str, env: dict[str, str | None] | None = None) -> typer.testing.Result:
+    return CliRunner().invoke(app, ["telemetry", *args], env=env)
+
+
+def run_json(*args: str) -> Any:
+    result = run(*args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class TestEnable:
+    def test_writes_consent_and_secret(self, paths: Paths) -> None:
+        """enable writes the consent file and the secret, prints both, and turns usage on."""
+        result = run("enable")
+        assert result.exit_code == 0
+        assert f"wrote {paths.consent_file}" in result.stdout
+        assert f"wrote {paths.secret_file}" in result.stdout
+        assert len(paths.secret_file.read_bytes()) == SECRET_BYTES
+        assert paths.secret_file.stat().st_mode & 0o777 == 0o600
+        consent = read_consent(paths.consent_file).consent
+        assert consent is not None and consent.usage.enabled and not consent.errors.enabled
+        assert consent.schema_id == shipped_schema().id and consent.policy_version == "1"
+        status = run_json("status")
+        assert status["usage"]["on"] and not status["errors"]["on"]
+
+    def test_errors_separately(self, paths: Paths) -> None:
+        """enable --errors turns on error reports only."""
+        assert run("enable", "--errors").exit_code == 0
+        status = run_json("status")
+        assert (status["usage"]["on"], status["errors"]["on"]) == (False, True)
+
+    def test_twice_keeps_date_and_secret(self, paths: Paths) -> None:
+        """A second enable keeps the first as-of time and does not replace the secret."""
+        run("enable")
+        first, secret = paths.consent_file.read_bytes(), paths.secret_file.read_bytes()
+        result = run("enable")
+        assert f"wrote {paths.secret_file}" not in result.stdout
+        assert json.loads(paths.consent_file.read_bytes())["usage"] == json.loads(first)["usage"]
+        assert paths.secret_file.read_bytes() == secret
+
+    def test_notes_env_override(self, paths: Paths) -> None:
+        """Enabling under DO_NOT_TRACK records the choice but says telemetry stays off."""
+        result = run("enable", env={"DO_NOT_TRACK": "1"})
+        assert result.exit_code == 0 and "stays off in this environment" in result.stdout
+        assert run("status", "--json", env={"DO_NOT_TRACK": "1"}).stdout.count('"on": false') == 2
+
+    def test_never_prompts(self, paths: Paths) -> None:
+        """No command reads stdin: with stdin closed they all still finish."""
+        for args in (["enable"], ["enable", "--errors"], ["disable", "--purge"]):
+            result = CliRunner().invoke(app, ["telemetry", *args], input=None)
+            assert result.exit_code == 0, result.output
+
+
+class TestDisable:
+    def test_turns_everything_off(self, paths: Paths) -> None:
+        """disable turns usage and errors off and records when."""
+        run("enable")
+        run("enable", "--errors")
+        result = run("disable")
+        assert result.exit_code == 0 and f"wrote {paths.consent_file}" in result.stdout
+        status = run_json("status")
+        assert status["source"] == "consent"
+        assert not status["usage"]["on"] and not status["errors"]["on"]
+        assert status["usage"]["consent"]["enabled"] is False
+
+    def test_errors_only(self, paths: Paths) -> None:
+        """disable --errors leaves usage reports on."""
+        run("enable")
+        run("enable", "--errors")
+        assert run("disable", "--errors").exit_code == 0
+        status = run_json("status")
+        assert (status["usage"]["on"], status["errors"]["on"]) == (True, False)
+
+    def test_without_prior_consent_sticks(self, paths: Paths) -> None:
+        """disable on a fresh machine writes an explicit opt-out."""
+        assert run("disable").exit_code == 0
+        consent = read_consent(paths.consent_file).consent
+        assert consent is not None and consent.usage.as_of is not None
+        assert not consent.usage.enabled
+
+    def test_sends_nothing(self, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+        """disable (with --purge) opens no socket: no farewell report."""
+        run("enable")
+
+        def no_network(*args: object, **kwargs: object) -> None:
+            raise AssertionError("disable tried to use the network")
+
+        monkeypatch.setattr(socket.socket, "connect", no_network)
+        monkeypatch.setattr(socket, "create_connection", no_network)
+        assert run("disable", "--purge").exit_code == 0
+
+    def test_purge_removes_every_file(self, paths: Paths) -> None:
+        """--purge deletes secret, ledger, tally, spool and log, printing each one."""
+        run("enable")
+        run("enable", "--errors")
+        tracking.record("up", paths=paths, env={})
+        Ledger(paths.ledger_file).record("command", memo_digest(b"k" * 32, b"x"))
+        paths.spool_dir.mkdir(parents=True)
+        (paths.spool_dir / "r1.sealed").write_bytes(b"sealed")
+        paths.sent_log.write_bytes(b"{}\n")
+        before = set(snapshot(paths.state_dir)) | set(snapshot(paths.cache_dir))
+        assert {str(paths.tally_file), str(paths.secret_file), str(paths.ledger_file)} <= before
+        result = run("disable", "--purge")
+        assert result.exit_code == 0
+        removed = {
+            line.removeprefix("removed ")
+            for line in result.stdout.splitlines()
+            if line.startswith("removed ")
+        }
+        assert removed == before
+        assert not paths.state_dir.exists() and not paths.cache_dir.exists()
+        assert read_consent(paths.consent_file).consent is not None  # the opt-out stays
+
+    def test_purge_with_nothing(self, paths: Paths) -> None:
+        """--purge on a clean machine says there was nothing to remove."""
+        result = run("disable", "--purge")
+        assert result.exit_code == 0 and "no local telemetry files to remove" in result.stdout
+
+    def test_purge_refuses_errors_only(self, paths: Paths) -> None:
+        """--errors --purge is a usage error: purge removes what usage reports need."""
+        result = run("disable", "--errors", "--purge")
+        assert result.exit_code == 2 and "--purge" in result.stderr
+
+
+class TestPolicy:
+    def test_prints_the_repo_policy(self, paths: Paths) -> None:
+        """policy prints PRIVACY.md, shipped as package data through a relative symlink."""
+        result = run("policy")
+        assert result.exit_code == 0
+        assert (
+            result.stdout == (REPO / "PRIVACY.md").read_text(encoding="utf-8").rstrip("\n") + "\n"
+        )
+        link = REPO / "cli" / "data" / "PRIVACY.md"
+        assert link.is_symlink() and os.readlink(link) == "../../PRIVACY.md"
+
+
+class TestLog:
+    def test_empty(self, paths: Paths) -> None:
+        """Without a sent log, log says nothing was sent."""
+        result = run("log")
+        assert result.exit_code == 0 and "No reports have been sent" in result.stdout
+        assert run_json("log") == {
+            "format": 1,
+            "path": str(paths.sent_log),
+            "reports": [],
+            "skipped": 0,
+        }
+
+    def test_newest_first_and_skips_garbage(self, paths: Paths) -> None:
+        """Sent reports are listed newest first; unreadable lines are skipped and counted."""
+        paths.state_dir.mkdir(parents=True)
+        lines = [
+            encode_entry(
+                json.dumps({"kind": "usage", "period": f"2026-W{w}"}).encode(),
+                datetime(2026, 11, w - 30, tzinfo=UTC),
+                "https://t.example/v1/reports",
+            )
+            for w in (46, 47, 48)
+        ]
+        paths.sent_log.write_bytes(lines[0] + lines[1] + b"not json\n" + lines[2])
+        document = run_json("log")
+        assert [r["report"]["period"] for r in document["reports"]] == [
+            "2026-W48",
+            "2026-W47",
+            "2026-W46",
+        ]
+        assert document["skipped"] == 1
+        assert set(document["reports"][0]) == {"sent_at", "endpoint", "report"}
+        assert document["reports"][0]["sent_at"] == "2026-11-18T00:00:00Z"
+        text = run("log", "--limit", "1").stdout
+        assert "2026-W48" in text and "2026-W47" not in text and "1 unreadable" in text
+
+
+class TestInfo:
+    def test_json_shape_and_numbers(self, paths: Paths) -> None:
+        """info --json lists every field with its mechanism, epsilons, p* and q*, and budgets."""
+        schema = shipped_schema()
+        document = run_json("info")
+        assert set(document) == {
+            "format",
+            "schema",
+            "on",
+            "kinds",
+            "never_collected",
+            "ledger",
+            "endpoint",
+            "policy",
+        }
+        assert document["schema"] == {"name": "20i", "version": 1, "id": schema.id}
+        assert [k["name"] for k in document["kinds"]] == list(schema.kind_names)
+        for kind in document["kinds"]:
+            spec_kind = schema.kind(kind["name"])
+            assert kind["epsilon"]["per_report"] == pytest.approx(per_report_epsilon(spec_kind))
+            assert kind["epsilon"]["lifetime_actual"] == 0.0
+            assert kind["epsilon"]["lifetime_worst_case"] >= kind["epsilon"]["per_report"]
+            for row in kind["fields"]:
+                randomizer = spec_kind.field(row["name"]).randomizer()
+                assert row["domain_size"] == len(row["domain"])
+                assert row["mechanism"] == randomizer.mechanism
+                assert (row["p_star"], row["q_star"]) == (randomizer.p_star, randomizer.q_star)
+                assert row["epsilon_1"] <= row["epsilon_perm"]
+            report = kind["example"]["report"]
+            data = json.dumps(report, sort_keys=True, separators=(",", ":")).encode()
+            assert decode_report(data, {schema.id: schema}).kind == kind["name"]
+        assert len(document["never_collected"]) >= 5
+        assert document["policy"]["path"].endswith("PRIVACY.md")
+
+    def test_actual_lifetime_from_ledger(self, paths: Paths) -> None:
+        """This machine's lifetime epsilon counts the memo keys in its ledger."""
+        ledger = Ledger(paths.ledger_file)
+        ledger.record("command", memo_digest(b"k" * 32, b"a"))
+        ledger.record("command", memo_digest(b"k" * 32, b"b"))
+        usage = run_json("info")["kinds"][0]
+        command = next(f for f in usage["fields"] if f["name"] == "command")
+        assert usage["epsilon"]["lifetime_actual"] == pytest.approx(2 * command["epsilon_perm"])
+
+    def test_text_and_no_network(self, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
+        """info prints the table, budget, never-collected list and policy; no network call."""
+
+        def no_network(*args: object, **kwargs: object) -> None:
+            raise AssertionError("info tried to use the network")
+
+        monkeypatch.setattr(socket.socket, "connect", no_network)
+        result = run("info")
+        assert result.exit_code == 0, result.output
+        for fragment in ("eps_perm", "p*", "epsilon per report", "Never collected", "policy"):
+            assert fragment in result.stdout
+        assert not paths.state_dir.exists()  # info changes no state
+
+    def test_unreadable_ledger_is_reported(self, paths: Paths) -> None:
+        """A garbled ledger makes the actual spend unknown, not the command fail."""
+        paths.state_dir.mkdir(parents=True)
+        paths.ledger_file.write_text("{")
+        document = run_json("info")
+        assert document["kinds"][0]["epsilon"]["lifetime_actual"] is None
+        assert document["ledger"]["problem"]
+
+
+class TestPreview:
+    def test_reports_from_tally_change_nothing(self, paths: Paths) -> None:
+        """preview shows valid randomized reports for this period and changes no file."""
+        run("enable")
+        run("enable", "--errors")
+        for command in ("up", "up", "status"):
+            tracking.record(command, modules=["docker"], version="1.4.0", env={}, paths=paths)
+        before = snapshot(paths.state_dir.parent.parent)
+        document = run_json("preview")
+        assert snapshot(paths.state_dir.parent.parent) == before
+        assert set(document) == {"format", "period", "on", "reports", "notes"}
+        schema = shipped_schema()
+        assert [r["kind"] for r in document["reports"]] == ["usage", "errors"]
+        for report in document["reports"]:
+            assert set(report) == {"kind", "period", "bytes", "plaintext", "report"}
+            decoded = decode_report(report["plaintext"].encode(), {schema.id: schema})
+            assert decoded.period == document["period"] == report["period"]
+            assert report["bytes"] == len(report["plaintext"])
+        assert document["notes"] == []
+        assert "Nothing was sent" in run("preview").stdout
+
+    def test_off_produces_nothing(self, paths: Paths) -> None:
+        """With telemetry off there is no report to preview, and it says why."""
+        document = run_json("preview")
+        assert document["reports"] == [] and "not-opted-in" in document["notes"][0]
+
+    def test_without_secret_uses_a_throwaway(self, paths: Paths) -> None:
+        """A missing secret is not created by preview; it says it used a throwaway one."""
+        run("enable")
+        tracking.record("up", env={}, paths=paths)
+        paths.secret_file.unlink()
+        document = run_json("preview")
+        assert len(document["reports"]) == 1 and not paths.secret_file.exists()
+        assert any("throwaway" in note for note in document["notes"])
+
+
+class TestCompose:
+    def test_sample_count_is_proportional(self) -> None:
+        """Each key is picked by exactly count-many of the total equally likely draws."""
+
+        class Sweep:
+            def __init__(self) -> None:
+                self.next = 0
+
+            def randbelow(self, n: int) -> int:
+                value, self.next = self.next % n, self.next + 1
+                return value
+
+        counts = {"up": 3, "down": 1, "status": 2}
+        sweep = Sweep()
+        picks = [sample_count(counts, sweep) for _ in range(6)]
+        assert {key: picks.count(key) for key in counts} == counts
+
+    def test_one_report_per_recorded_kind(self) -> None:
+        """A tally with usage only makes one usage report; an empty errors tally makes none."""
+        moment = datetime(2026, 11, 24, tzinfo=UTC)
+        tally = Tally(
+            "2026-W48", 1, UsageTally(moment, {"up": 2}, ["git"], "1.4"), ErrorsTally(moment, {})
+        )
+        reports = compose_reports(tally, shipped_schema(), b"s" * 32, ("usage", "errors"))
+        assert [(r.kind, r.period) for r in reports] == [("usage", "2026-W48")]
+
+
+class TestHelp:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_every_command_has_help(self, command: str) -> None:
+        """`20i telemetry <command> --help` exits 0 and describes the command."""
+        result = run(command, "--help")
+        assert result.exit_code == 0 and f"telemetry {command}" in result.stdout
+        assert "--help" in result.stdout
+
+    def test_group_and_root_help(self) -> None:
+        """`20i --help` and `20i telemetry --help` list what is below them."""
+        root = CliRunner().invoke(app, ["--help"])
+        group = run("--help")
+        assert root.exit_code == group.exit_code == 0 and "telemetry" in root.stdout
+        for command in COMMANDS:
+            assert command in group.stdout
+
+    @pytest.mark.parametrize("command", ["status", "info", "preview", "log"])
+    def test_json_flag_is_documented(self, command: str) -> None:
+        """Every command that takes --json says so in its help."""
+        assert "--json" in run(command, "--help").stdout
+
+
+class TestBadOptions:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["status", "--bogus"],
+            ["enable", "extra"],
+            ["log", "--limit", "0"],
+            ["log", "--limit", "many"],
+            ["frobnicate"],
+        ],
+    )
+    def test_exit_code_two(self, args: list[str]) -> None:
+        """Unknown options, stray arguments and bad values exit with code 2."""
+        assert run(*args).exit_code == 2
+
+    def test_main_prints_one_line(self, paths: Paths, capsys: pytest.CaptureFixture[str]) -> None:
+        """Through main(), a usage error is one line on stderr naming the command and --help."""
+        assert main(["telemetry", "status", "--bogus"]) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == (
+            "20i telemetry status: error: No such option: --bogus"
+            " (see `20i telemetry status --help`)\n"
+        )
+
+
+class TestMain:
+    def test_success(self, paths: Paths, capsys: pytest.CaptureFixture[str]) -> None:
+        """main() returns 0 after a successful command."""
+        assert main(["telemetry", "status"]) == 0
+        assert "usage reports" in capsys.readouterr().out
+
+    def test_no_arguments_shows_help(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """`20i` alone prints its help and succeeds."""
+        assert main([]) == 0
+        assert "telemetry" in capsys.readouterr().out
+
+    def test_unexpected_error_is_one_line(
+        self, paths: Paths, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bug still ends as one line and exit code 1, never a traceback."""
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(status_module, "status_document", broken)
+        assert main(["telemetry", "status"]) == 1
+        err = capsys.readouterr().err
+        assert err == "20i: internal error: RuntimeError: boom\n"
+
+    def test_module_entry_point(self, paths: Paths) -> None:
+        """`python -m cli.app` runs the CLI before the package is installed."""
+        result = subprocess.run(
+            [sys.executable, "-m", "cli.app", "telemetry", "status", "--json"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["source"] == "not-opted-in"
+
+
+class TestNotCounted:
+    def test_telemetry_commands_leave_the_tally_alone(self, paths: Paths) -> None:
+        """The telemetry commands themselves are never counted in the tally."""
+        run("enable")
+        for command in ("status", "info", "preview", "log", "policy"):
+            run(command)
+        assert read_tally(paths.tally_file) is None
