@@ -1,0 +1,134 @@
+"""`20i-agg`: the maintainers' command line (collector, keys, export; analysis commands join it).
+
+Commands stay thin: parse options, call one function of a module, echo the result. Every
+expected failure becomes one line on stderr and exit code 1, never a traceback. Heavy imports
+(uvicorn, starlette, pyarrow) happen inside the commands so that ``--help`` starts fast. The
+private key is never printed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="20i-agg",
+    help="Collect, store and export 20i telemetry reports (the maintainers' side).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"20i-agg: error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("--out", help="Directory for private.pem and public.txt.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing key pair (old reports are lost).")
+    ] = False,
+) -> None:
+    """Generate the analyzer's HPKE key pair (private key file mode 0600)."""
+    from server_agg.keys import KeyFileError, generate
+
+    try:
+        files = generate(out, force=force)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    typer.echo(f"private key: {files.private_path} (mode 0600; keep it off the collector)")
+    typer.echo(f"public key:  {files.public_text}")
+    typer.echo(f"fingerprint: {files.fingerprint}")
+
+
+@app.command()
+def serve(
+    store: Annotated[Path, typer.Option("--store", help="SQLite file (created if missing).")],
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on; 0 picks one.")] = 8020,
+    public_key: Annotated[
+        Path | None,
+        typer.Option("--public-key", help="public.txt or a key directory, served to clients."),
+    ] = None,
+    rate_limit: Annotated[
+        float, typer.Option("--rate-limit", help="Global requests/s (token bucket); 0 disables.")
+    ] = 2000.0,
+    burst: Annotated[int, typer.Option("--burst", help="Token bucket size (requests).")] = 2000,
+    synchronous: Annotated[
+        str,
+        typer.Option(
+            "--synchronous",
+            help="SQLite sync level: FULL survives power loss, NORMAL survives a crash.",
+        ),
+    ] = "FULL",
+) -> None:
+    """Run the collector (HTTP API of DESIGN section 4) until SIGTERM or Ctrl-C."""
+    from server_agg.collector import CollectorError, RateLimit
+    from server_agg.collector import serve as run_collector
+
+    level = synchronous.upper()
+    if level not in ("FULL", "NORMAL"):
+        _fail(f"--synchronous ({synchronous!r}) must be FULL or NORMAL")
+    if rate_limit < 0 or burst < 1:
+        _fail(f"--rate-limit ({rate_limit:g}) must be >= 0 and --burst ({burst}) >= 1")
+    limit = RateLimit(rate=rate_limit, burst=burst) if rate_limit > 0 else None
+
+    def ready(bound_host: str, bound_port: int) -> None:
+        key = "none" if public_key is None else str(public_key)
+        typer.echo(
+            f"20i-agg: listening on http://{bound_host}:{bound_port} "
+            f"(store {store}, public key {key})"
+        )
+
+    try:
+        run_collector(
+            store,
+            host=host,
+            port=port,
+            public_key=public_key,
+            rate_limit=limit,
+            synchronous="FULL" if level == "FULL" else "NORMAL",
+            on_ready=ready,
+        )
+    except CollectorError as exc:
+        _fail(str(exc))
+
+
+@app.command("export")
+def export_command(
+    store: Annotated[Path, typer.Option("--store", help="The collector's SQLite file.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for day=*/part-*.parquet.")],
+) -> None:
+    """Write not-yet-exported reports as shuffled Parquet files, one per day (exactly once)."""
+    from server_agg.export import ExportError, export
+    from server_agg.store import Store, StoreError
+
+    try:
+        with Store(store, create=False) as opened:
+            result = export(opened, out)
+    except (StoreError, ExportError) as exc:
+        _fail(str(exc))
+    if result.resumed:
+        typer.echo(f"finished interrupted export run(s) {', '.join(map(str, result.resumed))}")
+    if not result.files:
+        typer.echo("nothing new to export")
+        return
+    typer.echo(f"exported {result.rows} reports in {len(result.files)} file(s) under {out}")
+    for path in result.files:
+        typer.echo(f"  {path}")
+
+
+def main() -> None:
+    """Console-script entry point (``20i-agg``)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
