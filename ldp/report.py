@@ -1,0 +1,303 @@
+"""The plaintext report: build it from true values, encode it canonically, decode it strictly.
+
+``build_report`` is the only place where true values meet the randomizers, and what it returns
+holds randomizer outputs only: integers and lists of integers under the schema's own names.
+A true value, or any string the user's machine supplied, never reaches a report.
+``decode_report`` accepts exactly what ``Report.encode`` produces and refuses everything else
+with a typed :class:`~ldp.errors.DecodeError`, so the analyzer can count and skip bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final, NoReturn, TypeAlias
+
+from ldp.errors import (
+    DecodeError,
+    MissingFieldError,
+    OutOfRangeError,
+    ParameterError,
+    TooLargeError,
+    UnknownFieldError,
+    UnknownSchemaError,
+    WrongTypeError,
+)
+from ldp.sampling import SYSTEM, RandomSource
+from ldp.schema import Schema, canonical_dumps
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_REPORT_BYTES",
+    "REPORT_KEYS",
+    "Report",
+    "Wire",
+    "build_report",
+    "decode_report",
+    "iso_period",
+    "parse_period",
+    "period_start",
+]
+
+FORMAT_VERSION: Final = 1
+MAX_REPORT_BYTES: Final = 4096
+#: The top-level keys of a report, in canonical (sorted) order.
+REPORT_KEYS: Final = ("fields", "kind", "period", "schema", "v")
+SECRET_BYTES: Final = 32
+
+#: A field's value on the wire: an index or bitmask, or a list of integers (OLH, SS).
+Wire: TypeAlias = int | list[int]
+
+_PERIOD = re.compile(r"(\d{4})-W(\d{2})", re.ASCII)
+_SCHEMA_ID = re.compile(r"[0-9a-f]{16}", re.ASCII)
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """A short repr for error messages (decoded input can be up to 4 KiB)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --- periods -------------------------------------------------------------------------------
+
+
+def iso_period(when: datetime | None = None) -> str:
+    """The ISO week of ``when`` (default: now) in UTC, as ``"2026-W48"``.
+
+    ``when`` must carry a time zone: a naive datetime is ambiguous, and a week boundary
+    guessed in local time would put reports in the wrong period.
+    """
+    if when is None:
+        when = datetime.now(UTC)
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ParameterError(f"period time ({when.isoformat()}) must be timezone-aware")
+    year, week, _ = when.astimezone(UTC).isocalendar()
+    return f"{year:04d}-W{week:02d}"
+
+
+def parse_period(period: object) -> tuple[int, int]:
+    """``"2026-W48"`` -> ``(2026, 48)``; :class:`OutOfRangeError` unless it is a real ISO week."""
+    if not isinstance(period, str):
+        raise WrongTypeError(f"period must be a string, not {type(period).__name__}")
+    match = _PERIOD.fullmatch(period)
+    if match is None:
+        raise OutOfRangeError(f"period ({_show(period)}) must look like 2026-W48")
+    year, week = int(match[1]), int(match[2])
+    try:
+        date.fromisocalendar(year, week, 1)
+    except ValueError:
+        raise OutOfRangeError(f"period ({period}) is not an ISO week of year {year}") from None
+    return year, week
+
+
+def period_start(period: str) -> datetime:
+    """Monday 00:00 UTC of the ISO week ``period``."""
+    year, week = parse_period(period)
+    monday = date.fromisocalendar(year, week, 1)
+    return datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Report:
+    """One plaintext report: randomized field values under a schema id, kind and period."""
+
+    schema_id: str
+    kind: str
+    period: str
+    fields: Mapping[str, Wire]
+    v: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the JSON object of the wire format."""
+        return {
+            "fields": dict(self.fields),
+            "kind": self.kind,
+            "period": self.period,
+            "schema": self.schema_id,
+            "v": self.v,
+        }
+
+    def encode(self) -> bytes:
+        """Canonical JSON bytes (sorted keys, compact, ASCII); :class:`TooLargeError` over 4 KiB."""
+        data = canonical_dumps(self.to_json()).encode("ascii")
+        if len(data) > MAX_REPORT_BYTES:
+            raise TooLargeError(f"report is {len(data)} bytes, at most {MAX_REPORT_BYTES}")
+        return data
+
+
+def _check_wire_shape(name: str, wire: object) -> Wire:
+    """An int or a flat list of ints, nothing else: no bools, floats, strings or nesting."""
+    if isinstance(wire, int) and not isinstance(wire, bool):
+        return wire
+    if isinstance(wire, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in wire):
+        return wire
+    raise WrongTypeError(
+        f"field {name!r}: value ({_show(wire)}) must be an integer or a list of integers"
+    )
+
+
+def build_report(
+    schema: Schema,
+    kind: str,
+    period: str,
+    values: Mapping[str, object],
+    secret: bytes,
+    rand: RandomSource = SYSTEM,
+) -> Report:
+    """Randomize every field of ``kind`` and return the report that may leave the machine.
+
+    ``values`` maps each field name to its true value: a string for a categorical field
+    (unknown strings count as ``"other"``) or a collection of strings for a set field
+    (unknown items are dropped). ``secret`` is the local key of the memoized permanent
+    responses. The true values are used only as randomizer inputs and never stored.
+    """
+    report_kind = schema.kind(kind)
+    try:
+        parse_period(period)
+    except DecodeError as exc:
+        raise ParameterError(str(exc)) from None
+    if not isinstance(secret, bytes) or len(secret) < SECRET_BYTES:
+        raise ParameterError(f"secret must be at least {SECRET_BYTES} bytes")
+    unknown = sorted(set(values) - set(report_kind.field_names))
+    if unknown:
+        raise ParameterError(
+            f"kind {kind!r} has no field {unknown[0]!r} "
+            f"(fields: {', '.join(report_kind.field_names)})"
+        )
+    fields: dict[str, Wire] = {}
+    for spec in report_kind.fields:
+        if spec.name not in values:
+            raise ParameterError(f"no value for field {spec.name!r} of kind {kind!r}")
+        true_value = values[spec.name]
+        x: int | frozenset[int]
+        if spec.kind == "categorical":
+            if not isinstance(true_value, str):
+                raise ParameterError(
+                    f"field {spec.name!r} takes a string, not {type(true_value).__name__}"
+                )
+            x = spec.index(true_value)
+        else:
+            if not isinstance(true_value, Collection):
+                raise ParameterError(
+                    f"field {spec.name!r} takes a collection of strings, "
+                    f"not {type(true_value).__name__}"
+                )
+            x = spec.indices(true_value)
+        randomizer = spec.randomizer()
+        wire = randomizer.privatize(x, secret, spec.name, rand)
+        if isinstance(wire, tuple):
+            wire = list(wire)
+        # Belt and braces: what leaves the machine is a legal output of this field, and by
+        # its shape cannot carry a string.
+        fields[spec.name] = _check_wire_shape(spec.name, wire)
+        randomizer.validate(fields[spec.name])
+    report = Report(schema_id=schema.id, kind=kind, period=period, fields=fields)
+    report.encode()  # raises TooLargeError rather than hand out a report nobody will accept
+    return report
+
+
+# --- strict decoding -----------------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise DecodeError(f"duplicate key {_show(key)} in report")
+        out[key] = value
+    return out
+
+
+def _no_float(token: str) -> NoReturn:
+    raise WrongTypeError(f"number {_show(token)} is not an integer; reports hold integers only")
+
+
+def _exact_keys(obj: dict[str, Any], allowed: Collection[str], where: str) -> None:
+    unknown = sorted(set(obj) - set(allowed))
+    if unknown:
+        raise UnknownFieldError(
+            f"{where}: unknown key {_show(unknown[0])} (allowed: {', '.join(sorted(allowed))})"
+        )
+    missing = sorted(set(allowed) - set(obj))
+    if missing:
+        raise MissingFieldError(f"{where}: missing key {missing[0]!r}")
+
+
+def _string(obj: dict[str, Any], key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise WrongTypeError(f"report {key!r} must be a string, not {type(value).__name__}")
+    return value
+
+
+def decode_report(data: bytes, schemas: Mapping[str, Schema]) -> Report:
+    """Parse and validate one plaintext report against the schemas known by id.
+
+    Accepts exactly the canonical bytes :meth:`Report.encode` produces for a legal report;
+    anything else raises a :class:`~ldp.errors.DecodeError` subclass saying what is wrong.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WrongTypeError(f"report must be bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if len(data) > MAX_REPORT_BYTES:
+        raise TooLargeError(f"report is {len(data)} bytes, at most {MAX_REPORT_BYTES}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("report is not valid UTF-8") from None
+    try:
+        obj = json.loads(
+            text,
+            object_pairs_hook=_no_duplicates,
+            parse_float=_no_float,
+            parse_constant=_no_float,
+        )
+    except DecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, deep nesting
+        raise DecodeError(f"report is not valid JSON: {_show(str(exc), 80)}") from None
+    if not isinstance(obj, dict):
+        raise WrongTypeError(f"report must be a JSON object, not {type(obj).__name__}")
+    _exact_keys(obj, REPORT_KEYS, "report")
+
+    version = obj["v"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise WrongTypeError(f"report 'v' must be an integer, not {type(version).__name__}")
+    if version != FORMAT_VERSION:
+        raise OutOfRangeError(f"report format version ({version}) must be {FORMAT_VERSION}")
+
+    schema_id = _string(obj, "schema")
+    schema = schemas.get(schema_id) if _SCHEMA_ID.fullmatch(schema_id) else None
+    if schema is None:
+        raise UnknownSchemaError(f"unknown schema id {_show(schema_id)}")
+
+    kind_name = _string(obj, "kind")
+    if kind_name not in schema.kind_names:
+        raise OutOfRangeError(
+            f"report kind ({_show(kind_name)}) must be one of {', '.join(schema.kind_names)}"
+        )
+    report_kind = schema.kind(kind_name)
+    period = _string(obj, "period")
+    parse_period(period)
+
+    fields = obj["fields"]
+    if not isinstance(fields, dict):
+        raise WrongTypeError(f"report 'fields' must be an object, not {type(fields).__name__}")
+    _exact_keys(fields, report_kind.field_names, f"fields of kind {kind_name!r}")
+    checked: dict[str, Wire] = {}
+    for spec in report_kind.fields:
+        wire = _check_wire_shape(spec.name, fields[spec.name])
+        spec.randomizer().validate(wire)
+        checked[spec.name] = wire
+
+    report = Report(schema_id=schema_id, kind=kind_name, period=period, fields=checked)
+    # One report, one byte string: no whitespace, key order or escaping variants.
+    if report.encode() != data:
+        raise DecodeError("report is not in canonical form (sorted keys, compact, ASCII)")
+    return report
