@@ -28,7 +28,10 @@ epsilons stay at or below the requested ones; the achieved values are what we re
   ``q* = Q_t``: one report is exactly OUE at ``e1``.
 * **OLH**: the 32-bit seed and the PRR bucket ``GRR_g(h_seed(x))`` are memoized; the IRR is GRR
   over ``g`` buckets on the PRR bucket (LOLOHA-style, Arcolezi et al. EDBT 2023, but memoized per
-  value). Same algebra as GRR with ``d -> g``; ``p* = P``, ``q* = 1/g``.
+  value). Same algebra as GRR with ``d -> g``; ``p* = P``, ``q* = 1/g``. The memoized seed
+  repeats in every report of that value and so links those reports to each other; what they
+  reveal together is still bounded by ``epsilon_perm``, and ``auto`` never prefers OLH on a tie
+  (in practice OUE or SS is always at least as good).
 * **SS** (``k``-subsets): PRR includes x with ``p1 = k e^ep / (k e^ep + d - k)``. The IRR keeps
   the PRR subset with probability ``r``, else draws a fresh uniform k-subset. The mixture is
   again SS with inclusion ``P = r p1 + (1 - r) k / d``, so ``r = (P_t - k/d) / (p1 - k/d)``,
@@ -332,10 +335,17 @@ class LongitudinalOracle:
         return self.base.support(batch)
 
     def variance(self, n: int, f: float | None = None) -> float:
-        """Variance of one value's frequency estimate from ``n`` reports (Wang et al. 2017)."""
-        from ldp.estimate import frequency_variance
+        """Variance of one value's frequency estimate from ``n`` reports (Wang et al. 2017).
 
-        return float(frequency_variance(n, self.p_star, self.q_star, f))
+        ``(q*(1 - q*) / (p* - q*)^2 + f (1 - p* - q*) / (p* - q*)) / n``, in pure Python so that
+        ``auto`` can compare oracles on the client without importing numpy.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ParameterError(f"number of reports n ({n!r}) must be an integer >= 1")
+        p, q = self.p_star, self.q_star
+        gap = p - q
+        freq = 0.0 if f is None else float(f)
+        return (q * (1 - q) / gap**2 + freq * (1 - p - q) / gap) / n
 
     def estimate_from_support(
         self,

@@ -201,18 +201,16 @@ class SetOracle:
         return self._oracle.support(batch)[: self._d]
 
     def _variance(self, n: int, f: Any) -> Any:
-        import numpy as np
-
-        if n < 1:
-            raise ParameterError(f"number of reports n ({n}) must be >= 1")
+        """The exact set variance; ``f`` a float or a numpy array (plain arithmetic on either)."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ParameterError(f"number of reports n ({n!r}) must be an integer >= 1")
         p, q, pad = self.p_star, self.q_star, self._pad
         b = q + (p - q) / pad
-        freq = np.asarray(f, dtype=np.float64)
-        return pad**2 * (freq * b * (1 - b) + (1 - freq) * q * (1 - q)) / (n * (p - q) ** 2)
+        return pad**2 * (f * b * (1 - b) + (1 - f) * q * (1 - q)) / (n * (p - q) ** 2)
 
     def variance(self, n: int, f: float | None = None) -> float:
         """Variance of one item's estimate from ``n`` reports (``f``: its true frequency)."""
-        return float(self._variance(n, 0.0 if f is None else f))
+        return float(self._variance(n, 0.0 if f is None else float(f)))
 
     def estimate_from_support(
         self,

@@ -537,3 +537,35 @@ class TestWire:
                 o.privatize(bad, secret(0), FIELD)
         with pytest.raises(ParameterError):
             o.simulate(np.array([0, 9]), np.random.default_rng(0))
+
+
+class TestClientPath:
+    """The client side stays pure Python: no numpy on privatize or ledger updates."""
+
+    def test_privatize_and_ledger_never_import_numpy(self, tmp_path: Path) -> None:
+        """Every longitudinal oracle, a set field and the ledger run without importing numpy."""
+        code = (
+            "import os, sys\n"
+            "from ldp.budget import Ledger\n"
+            "from ldp.longitudinal import MECHANISM_NAMES, longitudinal\n"
+            "from ldp.sets import SetOracle\n"
+            "s = os.urandom(32)\n"
+            "ledger = Ledger(sys.argv[1])\n"
+            "for m in MECHANISM_NAMES:\n"
+            "    o = longitudinal(m, 8, 2.0, 1.0)\n"
+            "    o.validate(o.privatize(3, s, 'os'))\n"
+            "    ledger.record_value(o, 'os', 3, s)\n"
+            "so = SetOracle(8, 3, 2.0, 1.0)\n"
+            "so.validate(so.privatize({1, 5}, s, 'modules'))\n"
+            "ledger.record_value(so, 'modules', {1, 5}, s)\n"
+            "print('numpy' in sys.modules, ledger.count('os'), ledger.count('modules'))\n"
+        )
+        run = subprocess.run(
+            [sys.executable, "-c", code, str(tmp_path / "ledger.json")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split() == ["False", "1", "1"]
