@@ -164,10 +164,10 @@ def build_report(
         raise ParameterError(str(exc)) from None
     if not isinstance(secret, bytes) or len(secret) < SECRET_BYTES:
         raise ParameterError(f"secret must be at least {SECRET_BYTES} bytes")
-    unknown = sorted(set(values) - set(report_kind.field_names))
+    unknown = [name for name in values if name not in report_kind.field_names]
     if unknown:
         raise ParameterError(
-            f"kind {kind!r} has no field {unknown[0]!r} "
+            f"kind {kind!r} has no field {_show(unknown[0])} "
             f"(fields: {', '.join(report_kind.field_names)})"
         )
     fields: dict[str, Wire] = {}

@@ -205,6 +205,7 @@ class TestBuildReport:
         ("kind", "period", "values", "secret", "message"),
         [
             ("usage", PERIOD, {**USAGE, "user": "alice"}, SECRET, r"no field 'user'"),
+            ("usage", PERIOD, {**USAGE, 1: "x", "b": "y"}, SECRET, r"no field 1 "),
             ("usage", PERIOD, {k: v for k, v in USAGE.items() if k != "os"}, SECRET, r"'os'"),
             ("usage", PERIOD, {**USAGE, "os": 3}, SECRET, r"'os' takes a string, not int"),
             ("usage", PERIOD, {**USAGE, "os": None}, SECRET, r"takes a string, not NoneType"),
@@ -219,6 +220,7 @@ class TestBuildReport:
         ],
         ids=[
             "extra-field",
+            "non-str-field",
             "missing-field",
             "int-value",
             "none-value",
