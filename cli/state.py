@@ -155,10 +155,11 @@ def load_secret(paths: Paths) -> bytes | None:
     """The local secret, or ``None`` if there is none yet; ``StateError`` if it is unusable."""
     try:
         data = read_small(paths.secret_file)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):  # no such file, or no such directory
         return None
     except OSError as exc:
-        raise StateError(f"cannot read the telemetry secret {paths.secret_file}: {exc}") from exc
+        reason = exc.strerror or str(exc)
+        raise StateError(f"cannot read the telemetry secret {paths.secret_file}: {reason}") from exc
     if len(data) != SECRET_BYTES:
         raise StateError(
             f"telemetry secret {paths.secret_file} has {len(data)} bytes, expected"
@@ -176,7 +177,10 @@ def ensure_secret(paths: Paths) -> tuple[bytes, bool]:
     try:
         write_atomic(paths.secret_file, secret)
     except OSError as exc:
-        raise StateError(f"cannot write the telemetry secret {paths.secret_file}: {exc}") from exc
+        reason = exc.strerror or str(exc)
+        raise StateError(
+            f"cannot write the telemetry secret {paths.secret_file}: {reason}"
+        ) from exc
     return secret, True
 
 
@@ -227,4 +231,4 @@ def _remove(path: Path, removed: list[Path]) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise StateError(f"cannot remove {path}: {exc}") from exc
+        raise StateError(f"cannot remove {path}: {exc.strerror or exc}") from exc
