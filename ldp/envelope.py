@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -36,6 +37,9 @@ INFO = b"20i-telemetry/v1"
 PUBLIC_KEY_PREFIX = "20i-pk1:"
 #: X25519 encapsulated key (32 bytes) + Poly1305 tag (16 bytes): nothing shorter can open.
 MIN_SEALED_LEN = 48
+
+#: The body of a public key text: exactly 43 base64url characters (32 bytes, no padding).
+_KEY_BODY = re.compile(r"[A-Za-z0-9_-]{43}")
 
 _SUITE = Suite(KEM.X25519, KDF.HKDF_SHA256, AEAD.CHACHA20_POLY1305)
 
@@ -83,11 +87,13 @@ def public_key_from_text(text: str) -> X25519PublicKey:
     if not text.startswith(PUBLIC_KEY_PREFIX):
         raise EnvelopeError(f"public key must start with {PUBLIC_KEY_PREFIX!r}")
     body = text[len(PUBLIC_KEY_PREFIX) :]
-    try:
-        raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except ValueError:
-        raise EnvelopeError("public key is not valid base64url") from None
-    if len(raw) != 32:
+    # Checked before decoding: the decoder silently skips characters outside the alphabet.
+    if not _KEY_BODY.fullmatch(body):
+        raise EnvelopeError(
+            "public key must be 43 base64url characters (A-Z a-z 0-9 - _) after the prefix"
+        )
+    raw = base64.urlsafe_b64decode(body + "=")
+    if len(raw) != 32:  # pragma: no cover - 43 characters always decode to 32 bytes
         raise EnvelopeError(f"public key must be 32 bytes, got {len(raw)}")
     return X25519PublicKey.from_public_bytes(raw)
 

@@ -280,11 +280,6 @@ class TestPrivateKeyFile:
 
 
 class TestPublicKeyTextStrictness:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="public_key_from_text uses lenient base64 decoding, which skips characters "
-        "outside the alphabet; reported to the envelope's owner",
-    )
     def test_characters_outside_the_alphabet_are_refused(self) -> None:
         """A key text with stray characters is refused rather than silently cleaned up."""
         text = public_key_to_text(PUBLIC)
