@@ -10,34 +10,80 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ldp.amplification import CentralEpsilon, central_epsilon
+from ldp.budget import Ledger, lifetime_worst_case, per_report_epsilon
+from ldp.envelope import fingerprint, open_sealed, seal
 from ldp.errors import (
     DecodeError,
     EnvelopeError,
     LdpError,
+    MissingFieldError,
+    OutOfRangeError,
     ParameterError,
     SchemaError,
+    TooLargeError,
+    UnknownFieldError,
+    UnknownSchemaError,
+    WrongTypeError,
 )
+from ldp.longitudinal import FieldRandomizer, LongitudinalOracle, longitudinal
 from ldp.mechanisms import GRR, OLH, OUE, SS, SUE, Mechanism, choose, from_name
+from ldp.report import Report, build_report, decode_report, iso_period, parse_period
+from ldp.schema import EPSILON_CAPS, FieldSpec, ReportKind, Schema, load_schema, shipped_schema
+from ldp.sets import SetOracle
+from ldp.values import arch_value, os_value, version_bucket
 
 if TYPE_CHECKING:
     from ldp.estimate import FrequencyEstimate, estimate_frequencies
 
 __all__ = [
+    "EPSILON_CAPS",
     "GRR",
     "OLH",
     "OUE",
     "SS",
     "SUE",
+    "CentralEpsilon",
     "DecodeError",
     "EnvelopeError",
+    "FieldRandomizer",
+    "FieldSpec",
     "FrequencyEstimate",
     "LdpError",
+    "Ledger",
+    "LongitudinalOracle",
     "Mechanism",
+    "MissingFieldError",
+    "OutOfRangeError",
     "ParameterError",
+    "Report",
+    "ReportKind",
+    "Schema",
     "SchemaError",
+    "SetOracle",
+    "TooLargeError",
+    "UnknownFieldError",
+    "UnknownSchemaError",
+    "WrongTypeError",
+    "arch_value",
+    "build_report",
+    "central_epsilon",
     "choose",
+    "decode_report",
     "estimate_frequencies",
+    "fingerprint",
     "from_name",
+    "iso_period",
+    "lifetime_worst_case",
+    "load_schema",
+    "longitudinal",
+    "open_sealed",
+    "os_value",
+    "parse_period",
+    "per_report_epsilon",
+    "seal",
+    "shipped_schema",
+    "version_bucket",
 ]
 
 #: Public names whose modules import numpy: resolved lazily so ``import ldp`` stays light.
