@@ -13,6 +13,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from server_agg.analyzer_cli import register as register_analyzer
+
 __all__ = ["app", "main"]
 
 app = typer.Typer(
@@ -123,6 +125,9 @@ def export_command(
     typer.echo(f"exported {result.rows} reports in {len(result.files)} file(s) under {out}")
     for path in result.files:
         typer.echo(f"  {path}")
+
+
+register_analyzer(app)
 
 
 def main() -> None:
