@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 from ldp.errors import DecodeError, ParameterError
+from ldp.estimate import frequency_variance
 from ldp.longitudinal import MECHANISM_NAMES, longitudinal, prr_label
 from ldp.mechanisms import olh_hash
 from ldp.sampling import HmacSource
@@ -222,7 +223,10 @@ class TestEstimation:
         est = s.estimate_from_support(np.array([10, 40, 70, 100]), 200)
         want = [math.sqrt(s.variance(200, float(f))) for f in np.clip(est.raw, 0, 1)]
         assert est.std == pytest.approx(want)
-        assert s.variance(200, 0.5) > s.variance(200)  # picks add variance for f > 0
+        # Random picks add exactly f (pad - 1) / n over Wang et al.'s formula at f / pad.
+        for f in (0.0, 0.3, 0.9):
+            wang = 4 * frequency_variance(200, s.p_star, s.q_star, f / 2)
+            assert s.variance(200, f) - wang == pytest.approx(f / 200, abs=1e-15)
 
     def test_client_path_round_trips_through_the_wire(self) -> None:
         """privatize -> encode_batch -> estimate recovers item frequencies within 4.5 SE."""
