@@ -16,9 +16,9 @@ epsilons stay at or below the requested ones; the achieved values are what we re
   IRR is GRR on the PRR value with keep ``p2``, ``q2 = (1-p2)/(d-1)``. The composition is again
   GRR: ``P = p1 p2 + (1-p1) q2 = q1 + p2 (p1 - q1)`` and ``Q = (1 - P)/(d-1)``. Solving
   ``P / Q = e^e1`` gives ``p2 = (P_t - q1) / (p1 - q1)`` with ``P_t = e^e1 / (e^e1 + d - 1)``.
-  (The published L-GRR closed form is derived with ``Q = p1 q2 + q1 p2``, which omits the
-  PRR-to-third-value path; for d > 2 it under-spends, e.g. 0.86 instead of 1 at d = 5,
-  (ep, e1) = (2, 1). We solve on the exact composed channel.)
+  (The L-GRR ``p2`` of multi-freq-ldpy, taken from the authors' analysis notebook, matches
+  ``Q = p1 q2 + q1 p2``, which omits the PRR-to-third-value path; for d > 2 it under-spends,
+  e.g. 0.86 instead of 1 at d = 5, (ep, e1) = (2, 1). We solve on the exact composed channel.)
 * **UE**, per bit: PRR ``(p1, q1)``, IRR ``(p2, q2)`` = P[out 1 | PRR bit 1 / 0], composed
   ``p* = p1 p2 + (1-p1) q2``, ``q* = q1 p2 + (1-q1) q2``, epsilon
   ``ln(p*(1-q*) / (q*(1-p*)))``. ``sue`` is L-SUE (RAPPOR): SUE PRR, symmetric IRR with
@@ -30,8 +30,8 @@ epsilons stay at or below the requested ones; the achieved values are what we re
   over ``g`` buckets on the PRR bucket (LOLOHA-style, Arcolezi et al. EDBT 2023, but memoized per
   value). Same algebra as GRR with ``d -> g``; ``p* = P``, ``q* = 1/g``. The memoized seed
   repeats in every report of that value and so links those reports to each other; what they
-  reveal together is still bounded by ``epsilon_perm``, and ``auto`` never prefers OLH on a tie
-  (in practice OUE or SS is always at least as good).
+  reveal together is still bounded by ``epsilon_perm``. ``auto`` never prefers OLH on a tie,
+  and over d in [2, 512] and epsilon_1 in [0.1, 6] GRR or SS always beat it.
 * **SS** (``k``-subsets): PRR includes x with ``p1 = k e^ep / (k e^ep + d - k)``. The IRR keeps
   the PRR subset with probability ``r``, else draws a fresh uniform k-subset. The mixture is
   again SS with inclusion ``P = r p1 + (1 - r) k / d``, so ``r = (P_t - k/d) / (p1 - k/d)``,
