@@ -16,6 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from cli.environment import (
+    ENV_CI,
+    ENV_DO_NOT_TRACK,
+    ENV_KILL_SWITCH,
+    SOURCE_CI,
+    SOURCE_DO_NOT_TRACK,
+    SOURCE_KILL_SWITCH,
+    env_override,
+    kill_switch_asks_for_on,
+)
 from cli.errors import ConsentWriteError
 from cli.state import read_small, write_atomic
 
@@ -41,22 +51,12 @@ __all__ = [
 ]
 
 FORMAT = 1
-ENV_DO_NOT_TRACK = "DO_NOT_TRACK"
-ENV_KILL_SWITCH = "TWENTYI_TELEMETRY"
-ENV_CI = "CI"
-#: Values (after strip + lower-case) that leave DO_NOT_TRACK and CI *unset* in effect.
-_UNSET_VALUES = frozenset({"", "0", "false", "no", "off"})
-#: TWENTYI_TELEMETRY values that do nothing: the environment may never turn telemetry on.
-_KILL_SWITCH_NEUTRAL = frozenset({"", "1", "true", "yes", "on"})
 
 Kind = Literal["usage", "errors"]
 KINDS: tuple[Kind, ...] = ("usage", "errors")
 
 # What `status` names as the deciding source (stable strings, documented in docs/CLI.md),
 # in order of precedence.
-SOURCE_DO_NOT_TRACK = "DO_NOT_TRACK"
-SOURCE_KILL_SWITCH = "TWENTYI_TELEMETRY"
-SOURCE_CI = "CI"
 SOURCE_UNREADABLE = "unreadable-config"
 SOURCE_NOT_OPTED_IN = "not-opted-in"
 SOURCE_CONSENT = "consent"
@@ -227,30 +227,6 @@ def write_consent(path: Path, consent: Consent) -> None:
         raise ConsentWriteError(f"cannot write the consent file {path}: {reason}") from exc
 
 
-def _is_set(value: str | None) -> bool:
-    return value is not None and value.strip().lower() not in _UNSET_VALUES
-
-
-def env_override(env: Mapping[str, str]) -> tuple[str, str] | None:
-    """``(source, reason)`` if the environment turns telemetry off, else ``None``.
-
-    Precedence: DO_NOT_TRACK, then TWENTYI_TELEMETRY (any value but empty/1/true/yes/on
-    disables: an unclear value errs towards off), then CI. Costs no file access.
-    """
-    dnt = env.get(ENV_DO_NOT_TRACK)
-    if _is_set(dnt):
-        return (
-            SOURCE_DO_NOT_TRACK,
-            f"{ENV_DO_NOT_TRACK}={dnt} is set, which turns all telemetry off whatever else says",
-        )
-    kill = env.get(ENV_KILL_SWITCH)
-    if kill is not None and kill.strip().lower() not in _KILL_SWITCH_NEUTRAL:
-        return (SOURCE_KILL_SWITCH, f"{ENV_KILL_SWITCH}={kill} is set, which turns telemetry off")
-    if _is_set(env.get(ENV_CI)):
-        return (SOURCE_CI, f"{ENV_CI} is set: nothing is recorded or sent in CI")
-    return None
-
-
 @dataclass(frozen=True)
 class Decision:
     """Whether usage and error reports are on, what decided it, and why (one sentence)."""
@@ -272,7 +248,6 @@ def decide(env: Mapping[str, str], consent_path: Path, *, inspect: bool = False)
     """Apply the precedence rules; reads the consent file only if the environment did not
     already decide (or if ``inspect`` asks for it, as ``status`` does)."""
     notes: list[str] = []
-    kill = env.get(ENV_KILL_SWITCH, "").strip().lower()
     override = env_override(env)
     consent_file = read_consent(consent_path) if override is None or inspect else None
     opted_in = (
@@ -280,7 +255,7 @@ def decide(env: Mapping[str, str], consent_path: Path, *, inspect: bool = False)
         and consent_file.consent is not None
         and (consent_file.consent.usage.enabled or consent_file.consent.errors.enabled)
     )
-    if kill in {"1", "true", "yes", "on"} and not opted_in:
+    if kill_switch_asks_for_on(env) and not opted_in:
         notes.append(
             f"{ENV_KILL_SWITCH}={env.get(ENV_KILL_SWITCH)} cannot turn telemetry on;"
             " only `20i telemetry enable` can"

@@ -12,26 +12,19 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cli.consent import Decision, decide, env_override
-from cli.state import Paths
-from cli.tally import (
-    ErrorsTally,
-    Tally,
-    UsageTally,
-    iso_period,
-    locked,
-    read_tally,
-    shipped_domains,
-    write_tally,
-)
+from cli.environment import env_override
+from cli.state import Paths, read_small
 
 if TYPE_CHECKING:
     import typer
+
+    from cli.consent import Decision
 
 __all__ = ["default_error_category", "instrument", "record"]
 
@@ -78,7 +71,52 @@ def _record(
     if env_override(env) is not None:  # no file access at all
         return
     paths = Paths.default() if paths is None else paths
-    decision = decide(env, paths.consent_file)  # the one small file read
+    if not _may_be_on(paths):  # the one small file read
+        return
+    _record_on(command, modules, version, error, env, paths, now)
+
+
+def _may_be_on(paths: Paths) -> bool:
+    """False if the consent file certainly does not enable anything (the common case).
+
+    A cheap pre-check so the off path imports nothing but this module, ``cli.environment``
+    and ``cli.state``: it only looks for an ``"enabled": true``. When it says "maybe", the
+    full, strict ``cli.consent.decide`` runs and has the final word.
+    """
+    try:
+        document = json.loads(read_small(paths.consent_file))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(document, dict):
+        return False
+    return any(
+        isinstance(entry, dict) and entry.get("enabled") is True
+        for entry in (document.get("usage"), document.get("errors"))
+    )
+
+
+def _record_on(
+    command: str,
+    modules: Modules,
+    version: str | None,
+    error: str | None,
+    env: Mapping[str, str],
+    paths: Paths,
+    now: datetime | None,
+) -> None:
+    from cli.consent import decide
+    from cli.tally import (
+        ErrorsTally,
+        Tally,
+        UsageTally,
+        iso_period,
+        locked,
+        read_tally,
+        shipped_domains,
+        write_tally,
+    )
+
+    decision = decide(env, paths.consent_file)
     if not decision.any_on:
         return
     consent = decision.consent_file.consent if decision.consent_file else None

@@ -15,8 +15,9 @@ import typer
 from typer.testing import CliRunner
 
 from cli import consent as consent_module
+from cli import state as state_module
 from cli import tracking
-from cli.consent import NO_CONSENT, Consent, write_consent
+from cli.consent import NO_CONSENT, Consent, decide, write_consent
 from cli.state import Paths
 from cli.tally import Tally, locked, read_tally, shipped_domains
 from ldp.schema import shipped_schema
@@ -44,6 +45,20 @@ def all_files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
 
+def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Log every small-file read made through cli.state.read_small, by any module."""
+    reads: list[Path] = []
+    real = state_module.read_small
+
+    def counted(path: Path) -> bytes:
+        reads.append(path)
+        return real(path)
+
+    for module in (state_module, consent_module, tracking):
+        monkeypatch.setattr(module, "read_small", counted)
+    return reads
+
+
 def record(paths: Paths, command: str, **kwargs: Any) -> None:
     kwargs.setdefault("env", QUIET)
     kwargs.setdefault("now", T0 + timedelta(hours=1))
@@ -62,17 +77,13 @@ class TestRecordOff:
     def test_env_off_reads_no_file(self, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
         """DO_NOT_TRACK costs no file access at all, even with consent on disk."""
         write_consent(paths.consent_file, consent())
-        reads: list[Path] = []
-        real = consent_module.read_small
-        monkeypatch.setattr(consent_module, "read_small", lambda p: reads.append(p) or real(p))
+        reads = count_reads(monkeypatch)
         record(paths, "up", env={"DO_NOT_TRACK": "1"})
         assert reads == [] and not paths.tally_file.exists()
 
     def test_off_reads_one_small_file(self, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
         """Not opted in costs exactly one read, of the consent file, and never calls modules."""
-        reads: list[Path] = []
-        real = consent_module.read_small
-        monkeypatch.setattr(consent_module, "read_small", lambda p: reads.append(p) or real(p))
+        reads = count_reads(monkeypatch)
         calls: list[int] = []
         record(paths, "up", modules=lambda: calls.append(1) or ["docker"])
         assert reads == [paths.consent_file] and calls == []
@@ -82,6 +93,28 @@ class TestRecordOff:
         write_consent(paths.consent_file, consent().decided("usage", False, T0, "1", None))
         record(paths, "up")
         assert not paths.tally_file.exists()
+
+    @pytest.mark.parametrize(
+        "content",
+        [
+            b"",
+            b"{",
+            b"[]",
+            b'{"usage": {"enabled": "true"}}',
+            b'{"usage": {"enabled": false}, "errors": {"enabled": false}}',
+            b'{"format": 1, "usage": {"enabled": true}}',
+            b'{"format": 2, "usage": {"enabled": true, "as_of": "2026-11-24T10:00:00Z"}}',
+            consent().to_json(),
+            consent(usage=False, errors=True).to_json(),
+            consent().decided("usage", False, T0, "1", None).to_json(),
+        ],
+    )
+    def test_precheck_never_hides_consent(self, paths: Paths, content: bytes) -> None:
+        """The cheap pre-check only says "off" when the strict decision is off too."""
+        paths.consent_file.parent.mkdir(parents=True, exist_ok=True)
+        paths.consent_file.write_bytes(content)
+        strict = decide({}, paths.consent_file).any_on
+        assert tracking._may_be_on(paths) or not strict
 
 
 class TestRecordOn:
