@@ -14,9 +14,11 @@ file names, so files are replaced, never doubled, and no report is skipped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +34,7 @@ __all__ = [
 
 _FETCH = 900  # rowids per query, under SQLite's bound-variable limit
 _ROW_GROUP = 8192  # rows per Parquet row group
+_LOCK_NAME = ".export.lock"
 
 
 class ExportError(Exception):
@@ -141,6 +144,29 @@ def export(
         raise ExportError(f"cannot create export directory {out}: {exc.strerror}") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ExportError(f"export directory {out} is not writable")
+    with _exclusive(out):
+        return _export(store, out, randbelow)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One export at a time per directory: two runs resuming the same pending run would trip
+    over each other's temporary files."""
+    try:
+        fd = os.open(out / _LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ExportError(f"cannot create {out / _LOCK_NAME}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ExportError(f"another export is already writing to {out}") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _export(store: Store, out: Path, randbelow: Callable[[int], int]) -> ExportResult:
     result = ExportResult()
     pending = store.pending_export()
     if pending is not None:

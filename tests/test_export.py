@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import math
+import os
 from collections import Counter
 from datetime import date
 from pathlib import Path
@@ -161,6 +163,19 @@ class TestExport:
         # (false alarm < 1e-6 with the real CSPRNG).
         mean, sd = (n - 1) / 2, math.sqrt((n + 1) / 12)
         assert abs(ascents - mean) < 5 * sd
+
+    def test_one_export_per_directory_at_a_time(self, store: Store, tmp_path: Path) -> None:
+        """While another export holds the directory's lock, export refuses instead of racing."""
+        out = tmp_path / "out"
+        out.mkdir()
+        fd = os.open(out / ".export.lock", os.O_WRONLY | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with pytest.raises(ExportError, match="another export"):
+                export(store, out)
+        finally:
+            os.close(fd)
+        assert export(store, out).rows == 50
 
     def test_unwritable_output(self, store: Store, tmp_path: Path) -> None:
         """An output path that is a file is an ExportError naming it."""
