@@ -84,9 +84,9 @@ def serve(
 
     def ready(bound_host: str, bound_port: int) -> None:
         key = "none" if public_key is None else str(public_key)
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host  # IPv6 literal
         typer.echo(
-            f"20i-agg: listening on http://{bound_host}:{bound_port} "
-            f"(store {store}, public key {key})"
+            f"20i-agg: listening on http://{shown}:{bound_port} (store {store}, public key {key})"
         )
 
     try:

@@ -9,11 +9,11 @@ with a 5xx. Concurrent requests share commits (group commit) so one fsync covers
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import json
 import math
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -247,8 +247,10 @@ def _decode_reports(doc: Any) -> list[bytes]:
         if len(text) > _MAX_REPORT_CHARS:
             raise _Reject(400, f"reports[{i}] is over the {MAX_REPORT_BYTES}-byte cap per report")
         try:
-            raw = base64.b64decode(text, validate=True)
-        except (binascii.Error, ValueError):
+            # strict_mode: only the standard alphabet with correct padding (no whitespace,
+            # no URL-safe characters); one C call, no regex.
+            raw = binascii.a2b_base64(text, strict_mode=True)
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII text
             raise _Reject(400, f"reports[{i}] is not standard base64 (A-Z a-z 0-9 + / =)") from None
         if len(raw) < MIN_SEALED_LEN:
             raise _Reject(
@@ -468,6 +470,10 @@ def serve(
         timeout_keep_alive=5,
         ws="none",
     )
+    # Commits run in a worker thread that needs the GIL back after every SQLite call; with
+    # the default 5 ms switch interval a busy event loop made each commit wait up to 5 ms per
+    # call (measured: commit p99 43 ms -> 17 ms at 1 ms). This process runs only the collector.
+    sys.setswitchinterval(0.001)
     if on_ready is not None:
         bound_host, bound_port = sock.getsockname()[:2]
         on_ready(str(bound_host), int(bound_port))
