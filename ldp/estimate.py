@@ -170,6 +170,7 @@ class FrequencyEstimate:
 
     def significant(self, level: float = 0.95) -> npt.NDArray[np.bool_]:
         """Items whose frequency is above 0 at ``level``, Bonferroni-corrected over d items."""
+        _z(level)  # validates the caller's level, named as given
         z = _z(1 - (1 - level) / max(1, self.d))
         return np.asarray(self.raw - z * self.std > 0)
 
@@ -231,6 +232,6 @@ def estimate_frequencies(
     freq = apply_consistency(
         raw, consistency, support=s, n=n, p_star=p_star, q_star=q_star, total=total
     )
-    return FrequencyEstimate(
-        freq=freq, raw=raw, std=std, n=n, consistency=consistency, labels=labels
-    )
+    # Items that are not a distribution are only ever clipped: record what was done.
+    applied = consistency if total is not None or consistency == "none" else "clip"
+    return FrequencyEstimate(freq=freq, raw=raw, std=std, n=n, consistency=applied, labels=labels)

@@ -253,10 +253,16 @@ class _Base:
         raise NotImplementedError  # pragma: no cover
 
     def variance(self, n: int, f: float | None = None) -> float:
-        """Variance of one item's frequency estimate from ``n`` reports (true frequency ``f``)."""
-        from ldp.estimate import frequency_variance
+        """Variance of one item's frequency estimate from ``n`` reports (true frequency ``f``).
 
-        return float(frequency_variance(n, self.p_star, self.q_star, f))
+        ``(q*(1 - q*) / (p* - q*)^2 + f (1 - p* - q*) / (p* - q*)) / n``, in pure Python so the
+        client can choose a mechanism without importing numpy.
+        """
+        if isinstance(n, bool) or n < 1:
+            raise ParameterError(f"number of reports n ({n}) must be >= 1")
+        p, q = self.p_star, self.q_star
+        gap = p - q
+        return (q * (1 - q) / gap**2 + (f or 0.0) * (1 - p - q) / gap) / n
 
     def support(self, batch: Any) -> npt.NDArray[np.int64]:
         raise NotImplementedError  # pragma: no cover
