@@ -291,3 +291,14 @@ class TestSubsetSelectionConformance:
         out = draw(m, xs, path, 17)
         ys = np.array([index[tuple(row)] for row in out.tolist()], dtype=np.int64)
         assert transition_table_pvalue(xs, ys, subset_law(m, subsets)) > alpha_for(path)
+
+
+class TestOlhHashBroadcasting:
+    """olh_hash_many broadcasts like numpy: one seed against many items is a legal call."""
+
+    def test_scalar_seed_against_all_items(self) -> None:
+        """A scalar seed hashes every item, equal to the pure-Python hash, without warnings."""
+        items = np.arange(64)
+        for seed in (0, 12345, (1 << 32) - 1):
+            buckets = olh_hash_many(seed, items, 8)
+            assert buckets.tolist() == [olh_hash(seed, int(x), 8) for x in items]
