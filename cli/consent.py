@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from cli.environment import (
     ENV_CI,
@@ -28,6 +27,9 @@ from cli.environment import (
 )
 from cli.errors import ConsentWriteError
 from cli.state import read_small, write_atomic
+
+# The records below are NamedTuples, not dataclasses, because a host command with telemetry
+# on imports this module: a dataclass costs about a millisecond to build, a NamedTuple a tenth.
 
 __all__ = [
     "ENV_CI",
@@ -88,8 +90,7 @@ def parse_time(text: object, where: str) -> datetime:
     return moment.astimezone(UTC)
 
 
-@dataclass(frozen=True)
-class KindConsent:
+class KindConsent(NamedTuple):
     """Consent for one report kind: on or off, and when the user last decided."""
 
     enabled: bool = False
@@ -117,8 +118,7 @@ class KindConsent:
         return cls(enabled=enabled, as_of=moment)
 
 
-@dataclass(frozen=True)
-class Consent:
+class Consent(NamedTuple):
     """What the user consented to, and to which policy and schema version."""
 
     usage: KindConsent
@@ -185,8 +185,7 @@ class Consent:
 NO_CONSENT = Consent(KindConsent(), KindConsent(), policy_version="", schema_id=None)
 
 
-@dataclass(frozen=True)
-class ConsentFile:
+class ConsentFile(NamedTuple):
     """The consent file as read: its consent, or why there is none."""
 
     path: Path
@@ -227,8 +226,7 @@ def write_consent(path: Path, consent: Consent) -> None:
         raise ConsentWriteError(f"cannot write the consent file {path}: {reason}") from exc
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     """Whether usage and error reports are on, what decided it, and why (one sentence)."""
 
     usage: bool

@@ -139,10 +139,11 @@ def ensure_dir(path: Path) -> None:
         raise NotADirectoryError(f"{path} is not a directory")
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
     """Write ``data`` to ``path`` via a temp file in the same dir and ``os.replace``.
 
-    Readers see the old file or the new one, never a torn write. Raises ``OSError``.
+    Readers see the old file or the new one, never a torn write. ``durable`` fsyncs the data
+    before the rename, so a crash cannot leave an empty file. Raises ``OSError``.
     """
     ensure_dir(path.parent)
     # os.urandom, not tempfile/secrets: both import `random`, and this runs in host commands.
@@ -152,7 +153,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.chmod(tmp, mode)  # O_CREAT's mode is filtered by the umask; we want exactly `mode`
         os.replace(tmp, path)
     except BaseException:

@@ -23,14 +23,16 @@ import os
 import re
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import util as importlib_util
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from cli.consent import format_time, parse_time
 from cli.state import ensure_dir, read_small, write_atomic
+
+# Plain classes and a NamedTuple rather than dataclasses: a host command with telemetry on
+# imports this module, and a dataclass costs about a millisecond to build.
 
 __all__ = [
     "TALLY_FORMAT",
@@ -64,8 +66,7 @@ def iso_period(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
-@dataclass(frozen=True)
-class Domains:
+class Domains(NamedTuple):
     """The domains the tally maps into: the shipped schema's, read without importing ``ldp``."""
 
     schema_version: int
@@ -141,14 +142,22 @@ def _counts(raw: object, where: str) -> dict[str, int]:
     return out
 
 
-@dataclass
 class UsageTally:
     """Usage recorded this period since ``since`` (never before the usage consent)."""
 
-    since: datetime
-    commands: dict[str, int] = field(default_factory=dict)
-    modules: list[str] = field(default_factory=list)  # union over the period, sorted
-    cli_version: str | None = None  # bucket of the latest invocation
+    __slots__ = ("cli_version", "commands", "modules", "since")
+
+    def __init__(
+        self,
+        since: datetime,
+        commands: dict[str, int] | None = None,
+        modules: list[str] | None = None,
+        cli_version: str | None = None,
+    ) -> None:
+        self.since = since
+        self.commands: dict[str, int] = {} if commands is None else commands
+        self.modules: list[str] = [] if modules is None else modules  # union, sorted
+        self.cli_version = cli_version  # bucket of the latest invocation
 
     def add(self, command: str, modules: list[str] | None, cli_version: str | None) -> None:
         """Count one invocation of ``command`` (already mapped into the domain)."""
@@ -186,12 +195,14 @@ class UsageTally:
         )
 
 
-@dataclass
 class ErrorsTally:
     """Error categories recorded this period (``none`` for a command that succeeded)."""
 
-    since: datetime
-    categories: dict[str, int] = field(default_factory=dict)
+    __slots__ = ("categories", "since")
+
+    def __init__(self, since: datetime, categories: dict[str, int] | None = None) -> None:
+        self.since = since
+        self.categories: dict[str, int] = {} if categories is None else categories
 
     def add(self, category: str) -> None:
         """Count one invocation's outcome (already mapped into the domain)."""
@@ -213,14 +224,32 @@ class ErrorsTally:
         )
 
 
-@dataclass
 class Tally:
     """Everything recorded in one period, per report kind (``None``: that kind is off)."""
 
-    period: str
-    schema_version: int
-    usage: UsageTally | None = None
-    errors: ErrorsTally | None = None
+    __slots__ = ("errors", "period", "schema_version", "usage")
+
+    def __init__(
+        self,
+        period: str,
+        schema_version: int,
+        usage: UsageTally | None = None,
+        errors: ErrorsTally | None = None,
+    ) -> None:
+        self.period = period
+        self.schema_version = schema_version
+        self.usage = usage
+        self.errors = errors
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Tally):
+            return NotImplemented
+        return self.to_json() == other.to_json()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, so unhashable, like a dataclass
+
+    def __repr__(self) -> str:
+        return f"Tally.from_json({self.to_json()!r})"
 
     def to_json(self) -> bytes:
         """Compact JSON (see the module docstring)."""
@@ -263,8 +292,12 @@ def read_tally(path: Path) -> Tally | None:
 
 
 def write_tally(path: Path, tally: Tally) -> None:
-    """Replace the tally atomically (mode 0600); raises ``OSError``."""
-    write_atomic(path, tally.to_json())
+    """Replace the tally atomically (mode 0600); raises ``OSError``.
+
+    Not fsynced: on a crash a lost count is harmless and a torn file reads as no tally,
+    while an fsync would cost every host command a disk flush.
+    """
+    write_atomic(path, tally.to_json(), durable=False)
 
 
 def clear_tally(path: Path) -> None:
