@@ -1,0 +1,76 @@
+"""Tests for ``20i-agg demo``: it runs end to end, writes its report, stops its collector."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from server_agg.demo import CollectorProcess, DemoError, coverage, run_demo
+
+
+class TestDemo:
+    """The demo command and its building blocks."""
+
+    def test_cli_demo_runs_and_cleans_up(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A small demo prints estimates beside the truth, writes the report and leaves no files."""
+        from server_agg.app import app
+
+        monkeypatch.chdir(tmp_path)
+        (tmp_path / "tmp").mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+        result = CliRunner().invoke(app, ["demo", "--clients", "400", "--workers", "1"])
+        assert result.exit_code == 0, result.output
+        assert "collector stopped" in result.output
+        assert "CIs cover the simulated truth for" in result.output
+        assert "CI covers the truth for" in result.output  # per-field lines of the tables
+        report = tmp_path / "demo-report.html"
+        assert report.is_file()
+        assert report.read_text().count('class="field-chart"') == 6
+        assert os.listdir(tmp_path / "tmp") == []  # keys and store were removed
+
+    def test_run_demo_result(self, tmp_path: Path) -> None:
+        """run_demo returns the posted counts, the per-field coverage and a stopped collector."""
+        lines: list[str] = []
+        demo = run_demo(clients=300, seed=7, workers=1, out=tmp_path / "r.html", say=lines.append)
+        assert demo.posted.accepted == demo.population.report_count()
+        assert demo.result.accepted == demo.population.report_count()
+        assert demo.collector_exit in (0, -15)
+        assert {c.field for c in demo.coverage} == {
+            "cli_version",
+            "os",
+            "arch",
+            "command",
+            "modules",
+            "error_category",
+        }
+        assert sum(c.values for c in demo.coverage) == 56
+        assert coverage(demo.result, demo.population.truth()) == list(demo.coverage)
+        assert any(line.startswith("demo finished in") for line in lines)
+
+
+class TestCollectorProcess:
+    """The demo's collector child process."""
+
+    def test_listens_on_loopback_and_stops(self, tmp_path: Path) -> None:
+        """It binds 127.0.0.1 on a port of its own, and nothing listens there after stop()."""
+        import httpx
+
+        with CollectorProcess(tmp_path / "s.sqlite") as collector:
+            assert collector.url.startswith("http://127.0.0.1:")
+            assert httpx.get(collector.url + "/v1/health", timeout=10).json() == {"status": "ok"}
+            port = int(collector.url.rsplit(":", 1)[1])
+        assert not collector.running
+        with socket.socket() as sock, pytest.raises(OSError):
+            sock.connect(("127.0.0.1", port))
+
+    def test_start_failure_is_a_demo_error(self, tmp_path: Path) -> None:
+        """A collector that cannot start (store in a missing directory) is a DemoError with why."""
+        with pytest.raises(DemoError, match="the collector did not start"):
+            CollectorProcess(tmp_path / "missing" / "s.sqlite").start()

@@ -1,0 +1,198 @@
+"""Tests for server_agg.render: JSON and CSV carry the documented columns and the same numbers,
+the HTML report is self-contained with one chart per field and period, the table shows truth."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+
+from ldp.envelope import generate_keypair, seal
+from server_agg.aggregate import AggregateResult, MemorySource, aggregate
+from server_agg.render import CSV_COLUMNS, FORMATS, render, to_csv, to_dict, to_html, to_table
+from server_agg.simulate import GeneratorSource, make_population
+
+PRIVATE, PUBLIC = generate_keypair()
+PERIODS = ("2026-W10", "2026-W11")
+POPULATION = make_population(300, seed=21, periods=PERIODS)
+SEALED = [seal(p, PUBLIC) for p in POPULATION.reports(GeneratorSource(np.random.default_rng(22)))]
+GARBAGE = [b"\x00" * 60, b"\x01" * 70]
+RESULT: AggregateResult = aggregate(MemorySource(SEALED + GARBAGE), PRIVATE, delta=1e-6)
+TRUTH = POPULATION.truth()
+
+
+def _items_per_group(result: AggregateResult) -> int:
+    return sum(fr.estimate.d for g in result.groups for fr in g.fields)
+
+
+class TestJson:
+    """The JSON document has the documented layout and the estimator's numbers."""
+
+    def test_layout_and_numbers(self) -> None:
+        """Top-level keys, report totals and every item's numbers match the result."""
+        doc = json.loads(render(RESULT, "json"))
+        assert doc["format"] == "20i-agg/aggregate"
+        assert doc["version"] == 1
+        assert doc["reports"] == {
+            "read": len(SEALED) + 2,
+            "accepted": len(SEALED),
+            "excluded": 0,
+            "rejected": 2,
+            "rejects": {"decrypt": 2},
+        }
+        assert [(g["kind"], g["period"]) for g in doc["groups"]] == [
+            ("errors", PERIODS[0]),
+            ("errors", PERIODS[1]),
+            ("usage", PERIODS[0]),
+            ("usage", PERIODS[1]),
+        ]
+        for g, group in zip(doc["groups"], RESULT.groups, strict=True):
+            assert g["n"] == group.n
+            assert g["privacy"]["central"]["delta"] == 1e-6
+            for f, fr in zip(g["fields"], group.fields, strict=True):
+                low, high = fr.estimate.ci(0.95)
+                assert [i["value"] for i in f["items"]] == list(fr.spec.domain)
+                assert [i["estimate"] for i in f["items"]] == fr.estimate.freq.tolist()
+                assert [i["ci_low"] for i in f["items"]] == low.tolist()
+                assert [i["ci_high"] for i in f["items"]] == high.tolist()
+                assert [i["support"] for i in f["items"]] == list(fr.support)
+                assert set(f["items"][0]) == {
+                    "value",
+                    "estimate",
+                    "ci_low",
+                    "ci_high",
+                    "significant",
+                    "raw",
+                    "std",
+                    "support",
+                }
+
+    def test_truth_adds_truth_and_covered(self) -> None:
+        """With a truth every item carries it and whether its CI covers it."""
+        doc = to_dict(RESULT, TRUTH)
+        item = doc["groups"][0]["fields"][0]["items"][0]
+        key = (doc["groups"][0]["kind"], doc["groups"][0]["period"], "error_category")
+        assert item["truth"] == TRUTH[key][0]
+        assert item["covered"] == (item["ci_low"] <= item["truth"] <= item["ci_high"])
+
+    def test_truth_of_wrong_length_is_refused(self) -> None:
+        """A truth vector that does not match the field's values is an error, not a bad chart."""
+        bad = {("usage", PERIODS[0], "os"): [0.5, 0.5]}
+        with pytest.raises(ValueError, match="truth for usage/2026-W10/os has 2 values"):
+            to_dict(RESULT, bad)
+
+
+class TestCsv:
+    """The CSV has the documented header and one row per group, field and value."""
+
+    def test_header_and_rows(self) -> None:
+        """Header equals CSV_COLUMNS; rows cover every value; numbers round-trip."""
+        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        assert list(rows[0]) == list(CSV_COLUMNS)
+        assert len(rows) == _items_per_group(RESULT)
+        usage = RESULT.group("usage", PERIODS[1])
+        os_rows = [r for r in rows if r["field"] == "os" and r["period"] == PERIODS[1]]
+        assert [r["value"] for r in os_rows] == list(usage.field("os").spec.domain)
+        np.testing.assert_allclose(
+            [float(r["estimate"]) for r in os_rows], usage.field("os").estimate.freq, rtol=1e-5
+        )
+        assert {r["significant"] for r in rows} <= {"true", "false"}
+        assert all(int(r["n"]) > 0 for r in rows)
+
+    def test_truth_columns(self) -> None:
+        """With a truth the two extra columns come last."""
+        header = to_csv(RESULT, TRUTH).splitlines()[0].split(",")
+        assert header == [*CSV_COLUMNS, "truth", "covered"]
+
+
+class _Collector(HTMLParser):
+    """Collects tags and attributes of an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+class TestHtml:
+    """The HTML report is self-contained and has one chart per field and period."""
+
+    def test_one_chart_per_field_and_period(self) -> None:
+        """Every (kind, period, field) has its svg chart with one row per value."""
+        page = to_html(RESULT, TRUTH)
+        parser = _Collector()
+        parser.feed(page)
+        charts = [a for t, a in parser.tags if t == "svg"]
+        expected = {(g.kind, g.period, fr.name) for g in RESULT.groups for fr in g.fields}
+        found = {(a["data-kind"], a["data-period"], a["data-field"]) for a in charts}
+        assert found == expected
+        assert len(charts) == len(expected)
+        rows = [a for t, a in parser.tags if t == "g" and a.get("class") == "row"]
+        assert len(rows) == _items_per_group(RESULT)
+
+    def test_no_external_resources(self) -> None:
+        """No scripts, links, images or remote URLs; a CSP forbids them anyway."""
+        page = to_html(RESULT)
+        parser = _Collector()
+        parser.feed(page)
+        tags = {t for t, _ in parser.tags}
+        assert not tags & {"script", "link", "img", "iframe", "object", "embed"}
+        for _, attrs in parser.tags:
+            for name, value in attrs.items():
+                assert name not in ("src", "href")
+                if name != "xmlns":
+                    assert "://" not in (value or "")
+        assert "default-src 'none'" in page
+        assert not re.search(r"url\(", page)
+
+    def test_rejects_privacy_and_counts_are_shown(self) -> None:
+        """Read/used/rejected counts, the reject reasons and the central epsilon are on the page."""
+        page = to_html(RESULT)
+        assert f"<b>{len(SEALED) + 2:,}</b>read" in page
+        assert "<td>decrypt</td><td>2</td>" in page
+        for group in RESULT.groups:
+            central = group.privacy.central
+            assert central is not None
+            assert f"after shuffling these {central.n:,} reports" in page
+
+    def test_labels_are_escaped(self) -> None:
+        """Text from the input (the source description) is HTML-escaped."""
+        from dataclasses import replace
+
+        page = to_html(replace(RESULT, source="<script>alert(1)</script>"))
+        assert "<script>" not in page
+        assert "&lt;script&gt;" in page
+
+    def test_empty_result_renders(self) -> None:
+        """A result without valid reports still renders a page that says so."""
+        empty = aggregate(MemorySource(GARBAGE), PRIVATE)
+        page = to_html(empty)
+        assert "No valid reports" in page
+        assert "<svg" not in page
+
+
+class TestTable:
+    """The terminal table lists every field's values, and the truth when given."""
+
+    def test_fields_values_and_truth(self) -> None:
+        """Each field heading appears; with a truth, each field says how many CIs cover it."""
+        text = to_table(RESULT, TRUTH, width=120)
+        for group in RESULT.groups:
+            for fr in group.fields:
+                assert f"{group.kind} {group.period} · {fr.name}" in text
+        assert text.count("CI covers the truth for") == len(TRUTH)
+        assert "rejected (decrypt 2)" in text
+
+    def test_render_dispatch(self) -> None:
+        """render() knows exactly the documented formats."""
+        for fmt in FORMATS:
+            assert render(RESULT, fmt)
+        with pytest.raises(ValueError, match=r"format .* must be one of table, json, csv, html"):
+            render(RESULT, "xml")
