@@ -6,7 +6,7 @@ import json
 import sys
 import time
 import types
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from cli import tracking
 from cli.consent import NO_CONSENT, Consent, decide, write_consent
 from cli.state import Paths
 from cli.tally import Tally, locked, read_tally, shipped_domains
+from cli.tally import iso_period as tally_iso_period
+from ldp.report import iso_period as report_iso_period
 from ldp.schema import shipped_schema
 from ldp.values import version_bucket
 
@@ -308,6 +310,19 @@ class TestDomains:
         assert domains.modules == usage.field("modules").domain
         assert domains.cli_version == usage.field("cli_version").domain
         assert domains.error_category == errors.field("error_category").domain
+
+    @pytest.mark.parametrize(
+        "moment",
+        [
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+            datetime(2027, 1, 3, 23, 0, tzinfo=timezone(timedelta(hours=-5))),
+            datetime(2020, 12, 31, 12, tzinfo=UTC),
+        ],
+    )
+    def test_period_matches_ldp(self, moment: datetime) -> None:
+        """The tally's ISO week equals ldp.report.iso_period, across year boundaries."""
+        assert tally_iso_period(moment) == report_iso_period(moment)
 
     @pytest.mark.parametrize(
         "version",
