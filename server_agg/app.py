@@ -70,6 +70,14 @@ def serve(
             help="SQLite sync level: FULL survives power loss, NORMAL survives a crash.",
         ),
     ] = "FULL",
+    max_group: Annotated[
+        int,
+        typer.Option(
+            "--max-group",
+            hidden=True,
+            help="Batches per commit at most; 1 turns group commit off (for benchmarks).",
+        ),
+    ] = 256,
 ) -> None:
     """Run the collector (HTTP API of DESIGN section 4) until SIGTERM or Ctrl-C."""
     from server_agg.collector import CollectorError, RateLimit
@@ -97,6 +105,7 @@ def serve(
             public_key=public_key,
             rate_limit=limit,
             synchronous="FULL" if level == "FULL" else "NORMAL",
+            max_group=max_group,
             on_ready=ready,
         )
     except CollectorError as exc:

@@ -423,6 +423,7 @@ def serve(
     public_key: str | Path | None = None,
     rate_limit: RateLimit | None = RateLimit(),  # frozen, so sharing it is safe
     synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    max_group: int = 256,
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Open the store, bind, and serve until SIGTERM/SIGINT (then finish in-flight requests).
@@ -440,6 +441,8 @@ def serve(
 
     if not 0 <= port <= 65535:
         raise CollectorError(f"port ({port}) must be in 0..65535")
+    if max_group < 1:
+        raise CollectorError(f"max_group ({max_group}) must be >= 1")
     key_text = None
     if public_key is not None:
         try:
@@ -456,7 +459,11 @@ def serve(
         store.close()
         raise
     app = create_app(
-        store, public_key_text=key_text, rate_limit=rate_limit, on_shutdown=store.close
+        store,
+        public_key_text=key_text,
+        rate_limit=rate_limit,
+        max_group=max_group,
+        on_shutdown=store.close,
     )
     config = uvicorn.Config(
         app,

@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import threading
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -17,7 +18,7 @@ from typing import Any
 import anyio.from_thread
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
 from typer.testing import CliRunner
@@ -132,10 +133,20 @@ _envelope = st.one_of(
     st.dictionaries(st.sampled_from(["reports", "report", "v", ""]), _json_any, max_size=3),
     _json_any,
 )
+_valid_entry = st.binary(min_size=48, max_size=300).map(lambda b: base64.b64encode(b).decode())
 _bodies = st.one_of(
     _envelope.map(lambda doc: json.dumps(doc).encode()),
+    # Mostly valid batches, some of them over the 64-report limit.
+    st.lists(_valid_entry, min_size=1, max_size=MAX_REPORTS + 8).map(
+        lambda reports: json.dumps({"reports": reports}).encode()
+    ),
     st.binary(max_size=300),
+    # Around the 256 KiB body limit.
+    st.integers(MAX_BODY_BYTES - 4, MAX_BODY_BYTES + 4).map(lambda n: b" " * n),
     st.just(b"[" * 5000 + b"]" * 5000),  # nesting deep enough to exhaust the JSON decoder
+)
+_json_types = st.sampled_from(
+    ["application/json", "application/json; charset=utf-8", "Application/JSON"]
 )
 _content_types = st.one_of(
     st.sampled_from(
@@ -170,7 +181,7 @@ def _check_answer(response: httpx.Response, method: str) -> None:
 
 class TestContract:
     @settings(
-        max_examples=300,
+        max_examples=150,
         deadline=None,
         database=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -188,7 +199,30 @@ class TestContract:
         client, _ = shared
         headers = {} if content_type is None else {"content-type": content_type}
         response = client.request(method, path, content=body, headers=headers)
+        event(f"status {response.status_code}")  # shown by --hypothesis-show-statistics
         _check_answer(response, method)
+
+    def test_no_5xx_for_any_report_post(self, shared: tuple[AppClient, Store]) -> None:
+        """Posts of arbitrary bodies never get a 5xx, and reach 202, 400, 413 and 415 on the way."""
+        client, _ = shared
+        seen: Counter[int] = Counter()
+
+        @settings(
+            max_examples=300,
+            deadline=None,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(content_type=st.one_of(_json_types, _content_types), body=_bodies)
+        def post(content_type: str | None, body: bytes) -> None:
+            headers = {} if content_type is None else {"content-type": content_type}
+            response = client.post("/v1/reports", content=body, headers=headers)
+            seen[response.status_code] += 1
+            _check_answer(response, "POST")
+
+        post()
+        # The property above must not pass by exercising only one branch of the validator.
+        assert {202, 400, 413, 415} <= set(seen), seen
 
     @settings(max_examples=100, deadline=None, database=None)
     @given(
@@ -546,3 +580,4 @@ class TestServeCommand:
         )
         self._one_line_error(self._serve("--store", store, "--port", "70000"), "0..65535")
         self._one_line_error(self._serve("--store", store, "--rate-limit", "-1"), ">= 0")
+        self._one_line_error(self._serve("--store", store, "--max-group", "0"), ">= 1")
