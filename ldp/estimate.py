@@ -67,9 +67,14 @@ def project_simplex(v: npt.ArrayLike, total: float = 1.0) -> FloatArray:
     u = np.sort(x)[::-1]
     css = np.cumsum(u) - total
     idx = np.arange(1, x.size + 1)
-    rho = int(np.nonzero(u - css / idx > 0)[0][-1])
+    positive = np.nonzero(u - css / idx > 0)[0]
+    # In exact arithmetic the first item always qualifies; in floating point a huge entry can
+    # round it away, and then the largest item alone carries the total.
+    rho = int(positive[-1]) if positive.size else 0
     theta = css[rho] / (rho + 1)
     out: FloatArray = np.maximum(x - theta, 0.0)
+    if not out.sum() > 0:  # the same rounding can cancel the largest item: it takes the total
+        out[int(np.argmax(x))] = total
     return out
 
 
@@ -131,7 +136,7 @@ def apply_consistency(
     if method == "clip":
         c = np.maximum(x, 0.0)
         s = c.sum()
-        return c * (total / s) if s > 0 else np.full(x.size, total / x.size)
+        return c / s * total if s > 0 else np.full(x.size, total / x.size)
     if support is None or n is None or p_star is None or q_star is None:
         raise ParameterError("consistency 'mle' needs support, n, p_star and q_star")
     return _mle(np.asarray(support, dtype=np.float64), n, p_star, q_star) * total

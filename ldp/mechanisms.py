@@ -159,7 +159,8 @@ def olh_hash_many(seeds: npt.ArrayLike, xs: npt.ArrayLike, g: int) -> npt.NDArra
     """Vectorized :func:`olh_hash`, broadcasting ``seeds`` against ``xs``."""
     import numpy as np
 
-    s = np.asarray(seeds, dtype=np.uint64)
+    # At least 1-d: numpy warns on wrapping *scalar* uint64 arithmetic, never on arrays.
+    s = np.atleast_1d(np.asarray(seeds, dtype=np.uint64))
     a = _splitmix64_many(s) | np.uint64(1)
     b = _splitmix64_many(s ^ np.uint64(_GOLDEN))
     top = (a * np.asarray(xs, dtype=np.uint64) + b) >> np.uint64(32)
