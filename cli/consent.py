@@ -7,7 +7,9 @@ is all a host command pays when telemetry is off, so this module never imports n
 cryptography, and never writes anything while deciding.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here, unlike elsewhere: typing.NamedTuple compiles
+# every string annotation into a ForwardRef, which cost a host command with telemetry on
+# several milliseconds of import time. Self-references are quoted instead.
 
 import json
 from collections.abc import Mapping
@@ -104,7 +106,7 @@ class KindConsent(NamedTuple):
         }
 
     @classmethod
-    def from_dict(cls, raw: object, where: str) -> KindConsent:
+    def from_dict(cls, raw: object, where: str) -> "KindConsent":
         """Strict: anything but ``{"enabled": bool, "as_of": str | null}`` is a ValueError."""
         if not isinstance(raw, dict):
             raise ValueError(f"{where} must be an object, not {type(raw).__name__}")
@@ -126,7 +128,7 @@ class Consent(NamedTuple):
     policy_version: str
     schema_id: str | None
 
-    def kind(self, kind: Kind) -> KindConsent:
+    def kind(self, kind: Kind) -> "KindConsent":
         """Consent for ``"usage"`` or ``"errors"``."""
         return self.usage if kind == "usage" else self.errors
 
@@ -137,7 +139,7 @@ class Consent(NamedTuple):
         now: datetime,
         policy_version: str,
         schema_id: str | None,
-    ) -> Consent:
+    ) -> "Consent":
         """A copy with ``kind`` switched and dated ``now`` (unchanged kinds keep their date)."""
         current = self.kind(kind)
         unchanged = current.enabled == enabled and current.as_of is not None
@@ -157,7 +159,7 @@ class Consent(NamedTuple):
         return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> Consent:
+    def from_json(cls, data: bytes) -> "Consent":
         """Parse a consent file strictly; ``ValueError`` says what is wrong with it."""
         try:
             raw = json.loads(data)

@@ -14,7 +14,9 @@ File format (``tally.json`` in the state dir; JSON, version ``v`` = 1)::
      "errors": {"since": "2026-11-24T09:00:00Z", "categories": {"none": 3, "network": 1}} | null}
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here, unlike elsewhere: typing.NamedTuple compiles
+# every string annotation into a ForwardRef, which cost a host command with telemetry on
+# several milliseconds of import time. Self-references are quoted instead.
 
 import contextlib
 import functools
@@ -177,7 +179,7 @@ class UsageTally:
         }
 
     @classmethod
-    def from_dict(cls, raw: object) -> UsageTally:
+    def from_dict(cls, raw: object) -> "UsageTally":
         """Strict parse; ``ValueError`` on anything unexpected."""
         if not isinstance(raw, dict):
             raise ValueError("usage must be an object")
@@ -214,7 +216,7 @@ class ErrorsTally:
         return {"since": format_time(self.since), "categories": categories}
 
     @classmethod
-    def from_dict(cls, raw: object) -> ErrorsTally:
+    def from_dict(cls, raw: object) -> "ErrorsTally":
         """Strict parse; ``ValueError`` on anything unexpected."""
         if not isinstance(raw, dict):
             raise ValueError("errors must be an object")
@@ -263,7 +265,7 @@ class Tally:
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
-    def from_json(cls, data: bytes) -> Tally:
+    def from_json(cls, data: bytes) -> "Tally":
         """Strict parse; ``ValueError`` on anything unexpected."""
         try:
             raw = json.loads(data)
