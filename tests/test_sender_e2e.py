@@ -1,0 +1,560 @@
+"""End to end: the example host CLI rolls a week over and its detached sender posts to a real
+server on 127.0.0.1, whatever that server does.
+
+The host is ``examples/host_cli.py`` run as a subprocess with the XDG dirs in a temporary
+folder; the finished week is a tally written with last week's period. The success path uses
+the real collector (``20i-agg serve``) and opens what it stored with the analyzer's private key;
+failures use a small stub server (500, 429, 400, never answering) or a closed port. The sender's
+hard deadline is shortened to DEADLINE_S through its testing hook, and every test checks that
+no sender process outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cli import sender, spool
+from cli.consent import NO_CONSENT, decide, write_consent
+from cli.pipeline import roll_over
+from cli.sentlog import read_sent_log
+from cli.state import Paths, load_secret
+from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
+from ldp.budget import memo_digest
+from ldp.envelope import open_sealed
+from ldp.report import decode_report, period_start
+from ldp.schema import shipped_schema
+from server_agg.keys import generate, load_private
+from server_agg.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = REPO / "examples" / "host_cli.py"
+DEADLINE_S = 2.0
+#: The sender needs up to ~1 s to start (interpreter and httpx) before its deadline is armed.
+START_S = 1.5
+#: DESIGN invariant 3: the host command must not wait for telemetry.
+PROMPT_S = 2.0
+UP = ("up", "--replicas", "2")
+
+
+# --- servers -------------------------------------------------------------------------------
+
+
+class Stub:
+    """A tiny HTTP server that records every POST and answers as ``behaviour`` says."""
+
+    def __init__(self, behaviour: str) -> None:
+        self.behaviour = behaviour
+        self.posts: list[bytes] = []
+        self.release = threading.Event()
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                stub.posts.append(body)
+                if stub.behaviour == "hang":
+                    stub.release.wait(30)  # never answer while the test runs
+                    return
+                status, headers = {
+                    "202": (202, {}),
+                    "slow-202": (202, {}),
+                    "500": (500, {}),
+                    "429": (429, {"Retry-After": "86400"}),
+                    "400": (400, {}),
+                }[stub.behaviour]
+                if stub.behaviour == "slow-202":
+                    time.sleep(0.3)
+                payload = (
+                    b'{"accepted": 1, "duplicates": 0}' if status == 202 else b'{"error": "x"}'
+                )
+                self.send_response(status)
+                for name, value in {**headers, "Content-Type": "application/json"}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # keep the test output clean
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reports(self) -> list[str]:
+        return [r for body in self.posts for r in json.loads(body)["reports"]]
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def stub(request: pytest.FixtureRequest) -> Iterator[Stub]:
+    server = Stub(getattr(request, "param", "202"))
+    yield server
+    server.close()
+
+
+def closed_port_url() -> str:
+    """A URL on 127.0.0.1 where nothing listens (connection refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+class Collector:
+    """The real collector (``20i-agg serve``) on a free port, with a fresh key pair."""
+
+    def __init__(self, root: Path) -> None:
+        self.keys = generate(root / "keys")
+        self.store = root / "store.db"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "server_agg.app",
+                "serve",
+                "--store",
+                str(self.store),
+                "--port",
+                "0",
+                "--public-key",
+                str(root / "keys"),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+", line)
+        if match is None:
+            self.proc.kill()
+            pytest.fail(f"collector did not start: {line!r} {self.proc.communicate()[1]!r}")
+        self.url = match.group(0) + "/"
+
+    def ciphertexts(self) -> list[bytes]:
+        with Store(self.store, create=False) as store:
+            return [c for _, _, c in store.iter_reports()]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
+    server = Collector(tmp_path_factory.mktemp("collector"))
+    yield server
+    server.close()
+
+
+# --- the user's machine --------------------------------------------------------------------
+
+
+class Machine:
+    """One user's XDG dirs under a temporary root, and the environment pointing at them."""
+
+    def __init__(self, root: Path, endpoint: str | None, public_key: str | None) -> None:
+        self.root = root
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DO_NOT_TRACK", "CI"}
+            and not k.startswith(("TWENTYI_", "XDG_"))
+            and not k.lower().endswith("_proxy")
+        }
+        self.env.update(
+            PYTHONPATH=str(REPO),
+            HOME=str(root / "home"),
+            XDG_CONFIG_HOME=str(root / "config"),
+            XDG_STATE_HOME=str(root / "state"),
+            XDG_CACHE_HOME=str(root / "cache"),
+            TWENTYI_TELEMETRY_SENDER_DEADLINE=str(DEADLINE_S),
+        )
+        if endpoint is not None:
+            self.env["TWENTYI_TELEMETRY_ENDPOINT"] = endpoint
+        if public_key is not None:
+            self.env["TWENTYI_TELEMETRY_PUBLIC_KEY"] = public_key
+        # platformdirs on Linux: <XDG_*_HOME>/20i, and our own "telemetry" folder below it
+        self.paths = Paths(
+            root / "config" / "20i",
+            root / "state" / "20i" / "telemetry",
+            root / "cache" / "20i" / "telemetry",
+        )
+        (root / "cwd").mkdir(exist_ok=True)
+
+    def opt_in(self, errors: bool = True, as_of: datetime | None = None) -> None:
+        """Consent as `20i telemetry enable` writes it, by default two weeks ago."""
+        as_of = datetime.now(UTC) - timedelta(days=14) if as_of is None else as_of
+        consent = NO_CONSENT.decided("usage", True, as_of, "1", None)
+        if errors:
+            consent = consent.decided("errors", True, as_of, "1", None)
+        write_consent(self.paths.consent_file, consent)
+
+    def finished_week(self) -> str:
+        """A tally of last week (so the next command rolls it over); returns its period."""
+        now = datetime.now(UTC)
+        period = iso_period(now - timedelta(weeks=1))
+        since = period_start(period) + timedelta(hours=1)
+        tally = Tally(period, shipped_schema().version, UsageTally(since), ErrorsTally(since))
+        assert tally.usage is not None and tally.errors is not None
+        tally.usage.add("deploy", ["docker"], "1.4")
+        tally.errors.add("none")
+        write_tally(self.paths.tally_file, tally)
+        return period
+
+    def host(self, *args: str, **extra_env: str) -> tuple[tuple[int, str, str], float]:
+        """Run the host CLI; return ``((exit code, stdout, stderr), seconds)``."""
+        start = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, str(HOST), *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **extra_env},
+            cwd=self.root / "cwd",
+            timeout=60,
+            check=False,
+        )
+        return (result.returncode, result.stdout, result.stderr), time.monotonic() - start
+
+    def run_module(self, *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            capture_output=True,
+            text=True,
+            env={**self.env, **extra_env},
+            cwd=self.root / "cwd",
+            timeout=60,
+            check=False,
+        )
+
+    def run_sender(self, **extra_env: str) -> None:
+        """Run the sender directly (as the host would start it), ignoring its schedule."""
+        result = self.run_module(
+            "cli.sender",
+            "--config-dir",
+            str(self.paths.config_dir),
+            "--state-dir",
+            str(self.paths.state_dir),
+            "--cache-dir",
+            str(self.paths.cache_dir),
+            "--force",
+            **extra_env,
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+    def senders(self) -> list[int]:
+        """Live (not zombie) sender processes started for this machine."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            ours = b"cli.sender" in cmdline and str(self.paths.cache_dir).encode() in cmdline
+            if ours and state != "Z":  # a zombie has exited; only its parent has not reaped it
+                found.append(int(proc.name))
+        return found
+
+    def wait_senders_gone(self, started: float) -> float:
+        """Wait until no sender runs; fail if one outlives its deadline. Returns the time."""
+        limit = started + START_S + DEADLINE_S + 0.5
+        while self.senders():
+            if time.monotonic() > limit:
+                pytest.fail(f"sender(s) {self.senders()} outlived the {DEADLINE_S} s deadline")
+            time.sleep(0.05)
+        return time.monotonic()
+
+    def spooled(self) -> int:
+        return len(spool.spool_names(self.paths))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], Any]:
+    """The host's own output and exit codes with telemetry off."""
+    machine = Machine(tmp_path_factory.mktemp("off"), None, None)
+    return {args: machine.host(*args)[0] for args in (UP, ("status", "--check"))}
+
+
+def assert_host_unchanged(
+    outcome: tuple[tuple[int, str, str], float], expected: tuple[int, str, str]
+) -> None:
+    result, seconds = outcome
+    assert result == expected
+    assert seconds < PROMPT_S, f"host took {seconds:.2f} s"
+
+
+# --- the tests -----------------------------------------------------------------------------
+
+
+class TestSuccessPath:
+    def test_report_arrives_sealed_and_is_logged(
+        self, tmp_path: Path, collector: Collector, reference: dict[tuple[str, ...], Any]
+    ) -> None:
+        """The real collector stores both reports sealed; they open to the week's fields; the
+        spool empties and `20i telemetry log` shows exactly what was sent."""
+        machine = Machine(tmp_path, collector.url, collector.keys.public_text)
+        machine.opt_in()
+        period = machine.finished_week()
+        before = len(collector.ciphertexts())
+        outcome = machine.host(*UP)
+        assert_host_unchanged(outcome, reference[UP])
+        machine.wait_senders_gone(time.monotonic())
+        assert machine.spooled() == 0
+
+        stored = collector.ciphertexts()[before:]
+        private = load_private(collector.keys.private_path)
+        schema = shipped_schema()
+        plaintexts = sorted(open_sealed(c, private) for c in stored)
+        reports = [decode_report(p, {schema.id: schema}) for p in plaintexts]
+        assert sorted(r.kind for r in reports) == ["errors", "usage"]
+        assert {r.period for r in reports} == {period}
+        assert {tuple(sorted(r.fields)) for r in reports} == {
+            tuple(sorted(f.name for f in kind.fields)) for kind in schema.kinds
+        }
+
+        log = machine.run_module("cli.app", "telemetry", "log", "--json")
+        assert log.returncode == 0, log.stderr
+        logged = json.loads(log.stdout)["reports"]
+        assert (
+            sorted(
+                json.dumps(e["report"], sort_keys=True, separators=(",", ":")).encode()
+                for e in logged
+            )
+            == plaintexts
+        )
+        assert {e["endpoint"] for e in logged} == {collector.url + "v1/reports"}
+
+        # The next command within the interval starts no sender and sends nothing more.
+        assert_host_unchanged(machine.host(*UP), reference[UP])
+        assert machine.senders() == []
+        assert len(collector.ciphertexts()) == before + 2
+
+
+@pytest.mark.parametrize(
+    ("stub", "kept", "posts"),
+    [("500", True, 1), ("429", True, 1), ("400", False, 1), ("hang", True, 1)],
+    indirect=["stub"],
+)
+class TestFailingServer:
+    def test_host_unharmed_and_spool_as_specified(
+        self,
+        tmp_path: Path,
+        stub: Stub,
+        kept: bool,
+        posts: int,
+        reference: dict[tuple[str, ...], Any],
+        collector: Collector,
+    ) -> None:
+        """Host output, exit code and speed are unchanged; the sender exits by its deadline;
+        500, 429 and silence keep the reports with a backoff, 400 drops them."""
+        machine = Machine(tmp_path, stub.url, collector.keys.public_text)
+        machine.opt_in()
+        machine.finished_week()
+        outcome = machine.host(*UP)
+        ended = time.monotonic()
+        assert_host_unchanged(outcome, reference[UP])
+        machine.wait_senders_gone(ended)
+        assert len(stub.posts) == posts
+        assert machine.spooled() == (2 if kept else 0)
+        assert read_sent_log(machine.paths.sent_log).reports == ()
+        schedule = sender.read_schedule(machine.paths)
+        assert schedule.failures == (1 if kept else 0)
+        assert schedule.next_attempt is not None
+        wait = schedule.next_attempt - datetime.now(UTC)
+        expected = timedelta(hours=24 if stub.behaviour == "429" else 6)  # Retry-After: 86400
+        assert expected - timedelta(minutes=1) < wait <= expected
+
+        # Backing off: the next command starts no sender.
+        assert_host_unchanged(machine.host("status", "--check"), reference[("status", "--check")])
+        assert machine.senders() == []
+        time.sleep(0.2)
+        assert len(stub.posts) == posts
+
+
+class TestServerDown:
+    def test_connection_refused(
+        self, tmp_path: Path, reference: dict[tuple[str, ...], Any], collector: Collector
+    ) -> None:
+        """With nothing listening, the host is unaffected and the reports wait, backing off."""
+        machine = Machine(tmp_path, closed_port_url(), collector.keys.public_text)
+        machine.opt_in()
+        machine.finished_week()
+        outcome = machine.host(*UP)
+        ended = time.monotonic()
+        assert_host_unchanged(outcome, reference[UP])
+        machine.wait_senders_gone(ended)
+        assert machine.spooled() == 2
+        assert sender.read_schedule(machine.paths).failures == 1
+
+
+class TestConcurrentHosts:
+    @pytest.mark.parametrize("stub", ["slow-202"], indirect=True)
+    def test_one_sender_no_duplicate(
+        self,
+        tmp_path: Path,
+        stub: Stub,
+        reference: dict[tuple[str, ...], Any],
+        collector: Collector,
+    ) -> None:
+        """Two host commands at once roll the week over once and post it once."""
+        machine = Machine(tmp_path, stub.url, collector.keys.public_text)
+        machine.opt_in()
+        machine.finished_week()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(HOST), *UP],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=machine.env,
+                cwd=machine.root / "cwd",
+            )
+            for _ in range(2)
+        ]
+        results = []
+        for proc in procs:
+            out, err = proc.communicate(timeout=60)
+            results.append((proc.returncode, out, err))
+        ended = time.monotonic()
+        assert results == [reference[UP]] * 2
+        machine.wait_senders_gone(ended)
+        assert len(stub.posts) == 1
+        assert len(stub.reports()) == 2 and len(set(stub.reports())) == 2
+        assert machine.spooled() == 0
+        assert len(read_sent_log(machine.paths.sent_log).reports) == 2
+
+
+class TestReadOnlyCache:
+    def test_unusable_cache_dir(
+        self,
+        tmp_path: Path,
+        stub: Stub,
+        reference: dict[tuple[str, ...], Any],
+        collector: Collector,
+    ) -> None:
+        """A cache dir that cannot be created (as root, a file in its way): nothing breaks and
+        nothing is sent."""
+        machine = Machine(tmp_path, stub.url, collector.keys.public_text)
+        machine.opt_in()
+        machine.finished_week()
+        blocker = tmp_path / "cache-blocker"
+        blocker.write_text("a regular file where the cache dir should be")
+        machine.env["XDG_CACHE_HOME"] = str(blocker)
+        for _ in range(2):
+            assert_host_unchanged(machine.host(*UP), reference[UP])
+            assert machine.senders() == []
+        time.sleep(0.2)
+        assert stub.posts == []
+        assert list((tmp_path / "cwd").iterdir()) == []
+
+
+class TestConsent:
+    def test_consent_mid_period_counts_only_later_commands(
+        self,
+        tmp_path: Path,
+        stub: Stub,
+        reference: dict[tuple[str, ...], Any],
+        collector: Collector,
+    ) -> None:
+        """Commands before `enable` are not counted; the report is built from later ones."""
+        machine = Machine(tmp_path, stub.url, collector.keys.public_text)
+        assert_host_unchanged(machine.host(*UP), reference[UP])  # before consent
+        enable = machine.run_module("cli.app", "telemetry", "enable")
+        assert enable.returncode == 0, enable.stderr
+        expected = reference[("status", "--check")]
+        assert_host_unchanged(machine.host("status", "--check"), expected)
+        tally = read_tally(machine.paths.tally_file)
+        assert tally is not None and tally.usage is not None
+        assert tally.usage.commands == {"status": 1}
+        # Let the week end: the same tally, one week earlier.
+        tally.period = iso_period(datetime.now(UTC) - timedelta(weeks=1))
+        write_tally(machine.paths.tally_file, tally)
+        outcome = machine.host(*UP)
+        ended = time.monotonic()
+        assert_host_unchanged(outcome, reference[UP])
+        machine.wait_senders_gone(ended)
+        assert len(stub.reports()) == 1  # usage only: error reports were not enabled
+        # The ledger names the PRR the report used: the command's is the one of "status".
+        secret = load_secret(machine.paths)
+        assert secret is not None
+        spec = next(f for f in shipped_schema().kind("usage").fields if f.name == "command")
+        (label,) = spec.randomizer().memo_keys(spec.index("status"), "command", secret)
+        ledger = json.loads(machine.paths.ledger_file.read_text())
+        assert ledger["fields"]["command"] == [memo_digest(secret, label)]
+
+    def test_do_not_track_and_disable_after_spooling(
+        self,
+        tmp_path: Path,
+        stub: Stub,
+        reference: dict[tuple[str, ...], Any],
+        collector: Collector,
+    ) -> None:
+        """Reports already spooled are not sent once DO_NOT_TRACK is set, nor after `disable`
+        (which also deletes them)."""
+        machine = Machine(tmp_path, stub.url, collector.keys.public_text)
+        machine.opt_in()
+        machine.finished_week()
+        decision = decide(machine.env, machine.paths.consent_file)
+        assert len(roll_over(machine.paths, decision, datetime.now(UTC), machine.env)) == 2
+
+        assert_host_unchanged(machine.host(*UP, DO_NOT_TRACK="1"), reference[UP])
+        assert machine.senders() == []
+        machine.run_sender(DO_NOT_TRACK="1")
+        assert stub.posts == [] and machine.spooled() == 2
+
+        disable = machine.run_module("cli.app", "telemetry", "disable")
+        assert disable.returncode == 0, disable.stderr
+        machine.run_sender()
+        assert stub.posts == [] and machine.spooled() == 0
+
+
+class TestDebug:
+    def test_debug_prints_and_sends_nothing(
+        self,
+        tmp_path: Path,
+        stub: Stub,
+        reference: dict[tuple[str, ...], Any],
+        collector: Collector,
+    ) -> None:
+        """TWENTYI_TELEMETRY_DEBUG=1 prints the reports to stderr, keeps stdout and the exit
+        code, starts no sender and sends nothing."""
+        machine = Machine(tmp_path, stub.url, collector.keys.public_text)
+        machine.opt_in()
+        machine.finished_week()
+        (code, out, err), seconds = machine.host(*UP, TWENTYI_TELEMETRY_DEBUG="1")
+        assert (code, out) == reference[UP][:2] and seconds < PROMPT_S
+        assert machine.senders() == []
+        entries = [
+            spool.load(machine.paths.spool_dir / n) for n in spool.spool_names(machine.paths)
+        ]
+        assert len(entries) == 2
+        private = load_private(collector.keys.private_path)
+        for entry in entries:
+            assert open_sealed(entry.sealed, private).decode() in err
+        assert "nothing is sent" in err
+        machine.run_sender(TWENTYI_TELEMETRY_DEBUG="1")
+        assert stub.posts == [] and machine.spooled() == 2
