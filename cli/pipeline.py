@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from cli.consent import Decision
-from cli.state import Paths, ensure_dir, ensure_secret, read_small, write_atomic
+from cli.state import (
+    Paths,
+    count_spooled,
+    ensure_dir,
+    ensure_secret,
+    read_small,
+    write_atomic,
+)
 from cli.tally import Tally, clear_tally, iso_period, read_tally
 
 if TYPE_CHECKING:
@@ -256,12 +263,13 @@ def start_sender(
     With ``TWENTYI_TELEMETRY_DEBUG`` set, print the reports that would be sent to ``stderr``
     (default ``sys.stderr``) instead, and start nothing.
     """
-    from cli import spool
+    if count_spooled(paths) == 0:  # the common case: one scandir, no further import
+        return False
+    from cli import sender, spool
 
     names = spool.spool_names(paths)
     if not names:
         return False
-    from cli import sender
 
     if not sender.due(sender.read_schedule(paths), spool.created_of(names[-1]), now):
         return False

@@ -19,8 +19,6 @@ File format (``<created>-<kind>-<period>-<random>.sealed``; JSON, ``v`` = 1)::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 import re
@@ -144,6 +142,8 @@ def add(
         raise ValueError(f"period ({period!r}) must look like 2026-W48")
     if now.tzinfo is None:
         raise ValueError(f"now ({now.isoformat()}) must be timezone-aware")
+    import base64  # here: host commands that only list the spool should not pay for it
+
     document = {
         "v": SPOOL_FORMAT,
         "created": now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -164,6 +164,9 @@ def add(
 def load(path: Path) -> SpoolEntry:
     """Read one spool file; ``ValueError`` if it is not a well-formed one, ``OSError`` if
     unreadable."""
+    import base64
+    import binascii
+
     created = created_of(path.name)
     if created is None:
         raise ValueError(f"{path.name} is not a spool file name")
