@@ -677,6 +677,8 @@ def _arm_deadline(seconds: float) -> None:
 
     if hasattr(signal, "setitimer"):
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        # A host that blocks SIGALRM passes its signal mask on through fork and exec.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         signal.setitimer(signal.ITIMER_REAL, seconds)
 
 
