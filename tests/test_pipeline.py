@@ -73,6 +73,7 @@ def setup(
     paths: Paths, env: dict[str, str], c: Consent | None = None, t: Tally | None = None
 ) -> Decision:
     write_consent(paths.consent_file, consent() if c is None else c)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)  # tracking's lock creates it in real life
     write_tally(paths.tally_file, tally() if t is None else t)
     return decide(env, paths.consent_file)
 

@@ -220,6 +220,7 @@ class Machine:
         assert tally.usage is not None and tally.errors is not None
         tally.usage.add("deploy", ["docker"], "1.4")
         tally.errors.add("none")
+        self.paths.state_dir.mkdir(parents=True, exist_ok=True)
         write_tally(self.paths.tally_file, tally)
         return period
 
