@@ -304,10 +304,10 @@ class _Tally:
     """One chunk's counts in the making: per group and field, values seen and how often."""
 
     def __init__(self) -> None:
-        # group -> (pattern, [n], per field position: Counter of cached raw values,
+        # group -> (pattern, [n], per field position: how often each cached raw value was seen,
         #           per field position: wire values that were valid but not cacheable)
         self.groups: dict[
-            GroupKey, tuple[_KindPattern, list[int], list[Counter[bytes]], list[list[Any]]]
+            GroupKey, tuple[_KindPattern, list[int], list[dict[bytes, int]], list[list[Any]]]
         ] = {}
 
     def add(
@@ -323,20 +323,21 @@ class _Tally:
             entry = self.groups[key] = (
                 pattern,
                 [0],
-                [Counter() for _ in range(width)],
+                [{} for _ in range(width)],
                 [[] for _ in range(width)],
             )
         entry[1][0] += 1
+        # Plain dicts: a Counter's += costs a method lookup more per field and report.
         counters = entry[2]
         if loose is None:
-            for i, raw in enumerate(raws):
-                counters[i][raw] += 1
+            for counter, raw in zip(counters, raws, strict=True):
+                counter[raw] = counter.get(raw, 0) + 1
         else:
             for i, raw in enumerate(raws):
                 if i in loose:
                     entry[3][i].append(loose[i])
                 else:
-                    counters[i][raw] += 1
+                    counters[i][raw] = counters[i].get(raw, 0) + 1
 
     def counts(self) -> dict[GroupKey, GroupCounts]:
         import numpy as np
@@ -396,7 +397,8 @@ def _fast_parse(data: bytes, schemas: Mapping[str, Schema]) -> _Parsed | None:
         return None
     raws = body.groups()
     loose: dict[int, Any] | None = None
-    for i, (raw, cache) in enumerate(zip(raws, pattern.caches, strict=True)):
+    for i, cache in enumerate(pattern.caches):
+        raw = raws[i]
         if raw in cache.supports:
             continue
         ok, got = cache.lookup(raw)
@@ -410,21 +412,25 @@ def _fast_parse(data: bytes, schemas: Mapping[str, Schema]) -> _Parsed | None:
 
 
 def _count_decoded(
-    plaintexts: Iterable[bytes | Exception],
+    items: Iterable[bytes],
     schemas: Mapping[str, Schema],
     kind: str | None,
     period: str | None,
+    private_key: X25519PrivateKey | None = None,
 ) -> Counts:
-    """Decode, validate, filter and count; an exception in the input is a reject already."""
+    """Open (with a key), decode, validate, filter and count one chunk."""
     counts = Counts()
     rejects = counts.rejects
     tally = _Tally()
     read = 0
-    for item in plaintexts:
+    for item in items:
         read += 1
-        if isinstance(item, Exception):
-            rejects[reject_reason(item)] += 1
-            continue
+        if private_key is not None:
+            try:
+                item = open_sealed(item, private_key)
+            except Exception:  # EnvelopeError, or a non-bytes item from a damaged source
+                rejects["decrypt"] += 1
+                continue
         parsed = _fast_parse(item, schemas)
         if parsed is None:
             try:
@@ -470,16 +476,6 @@ def count_plaintexts(
     return _count_decoded(plaintexts, schema_map(schemas), kind, period)
 
 
-def _open_all(ciphertexts: Iterable[bytes], key: X25519PrivateKey) -> Iterator[bytes | Exception]:
-    for ciphertext in ciphertexts:
-        try:
-            yield open_sealed(ciphertext, key)
-        except EnvelopeError as exc:
-            yield exc
-        except Exception as exc:  # e.g. a non-bytes item from a damaged Parquet file
-            yield EnvelopeError(f"cannot open item: {type(exc).__name__}")
-
-
 def count_ciphertexts(
     ciphertexts: Iterable[bytes],
     private_key: X25519PrivateKey,
@@ -489,7 +485,7 @@ def count_ciphertexts(
     period: str | None = None,
 ) -> Counts:
     """Open, decode, validate and count one chunk of sealed reports."""
-    return _count_decoded(_open_all(ciphertexts, private_key), schema_map(schemas), kind, period)
+    return _count_decoded(ciphertexts, schema_map(schemas), kind, period, private_key)
 
 
 # --------------------------------------------------------------------------- sources
