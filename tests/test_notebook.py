@@ -1,25 +1,55 @@
-"""Tests for the researcher notebook that explains the privacy budget.
+"""Tests for the documents that explain the privacy budget: the researcher notebook and PRIVACY.md.
 
 The notebook is executed end to end with nbclient; its own ``assert`` cells check every claim its
 text makes, so a run without errors means the figures still show what the text says. The
-committed notebook must carry no outputs.
+committed notebook must carry no outputs. PRIVACY.md quotes numbers, paths, commands and a policy
+version for users: each is recomputed here from the library and the CLI, so the policy cannot
+silently drift from the code.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
 import nbformat
+import platformdirs.windows
 import pytest
+import typer.main
 from nbclient import NotebookClient
+from platformdirs.macos import MacOS
+from platformdirs.unix import Unix
+from platformdirs.windows import Windows
 
+from cli import sentlog, spool
+from cli.endpoint import load_defaults
+from cli.state import APP_NAME, SUBDIR
+from cli.telemetry import app as telemetry_app
+from ldp.amplification import central_epsilon
+from ldp.budget import lifetime_worst_case, per_report_epsilon
 from ldp.schema import shipped_schema
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "epsilon_budget.ipynb"
+PRIVACY = REPO / "PRIVACY.md"
 #: One figure per section that has one: utility, channel, audit, attack, shuffling, mechanisms.
 FIGURES = 6
+
+
+def _section(text: str, heading: str) -> str:
+    """The body of the ``## heading`` section of a Markdown document."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def _table_rows(section: str) -> list[list[str]]:
+    """The body rows of the first Markdown table in ``section``, cells stripped."""
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def _execute(nb: Any, cwd: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,3 +126,152 @@ class TestNotebookRuns:
         _execute(nb, REPO, tmp_path, monkeypatch)
         text = "".join(o.text for o in _outputs(nb) if o.output_type == "stream")
         assert f"id {shipped_schema().id}; repository {REPO}" in text
+
+
+def _flat(text: str) -> str:
+    """``text`` with every run of whitespace made one space, so line wrapping does not matter."""
+    return " ".join(text.split())
+
+
+class TestPrivacyPolicy:
+    text = PRIVACY.read_text(encoding="utf-8")
+
+    def test_version_is_the_clis(self) -> None:
+        """The policy version at the top is the one `enable` records in the consent file."""
+        match = re.search(r"^- Policy version: (\S+)$", self.text, re.MULTILINE)
+        assert match is not None and self.text.index(match.group(0)) < 200
+        assert match.group(1) == str(load_defaults()["policy_version"])
+
+    def test_schema_id(self) -> None:
+        """The schema id quoted at the top is the shipped schema's."""
+        assert f"- Schema: 20i v1 (`{shipped_schema().id}`)" in self.text.splitlines()[3]
+
+    def test_collected_fields_and_values(self) -> None:
+        """The collected-fields table names every usage field and lists its values exactly."""
+        usage = shipped_schema().kind("usage")
+        rows = _table_rows(_section(self.text, "What is collected, and why"))
+        assert [row[0].strip("`") for row in rows] == list(usage.field_names)
+        for row, spec in zip(rows, usage.fields, strict=True):
+            assert row[2] == ", ".join(spec.domain), spec.name
+        errors = shipped_schema().kind("errors").field("error_category")
+        assert f"({', '.join(errors.domain)})" in _flat(self.text)
+
+    def test_epsilon_table(self) -> None:
+        """Each field's epsilons and odds factors e^epsilon are the randomizers' achieved ones."""
+        expected = []
+        for kind in shipped_schema().kinds:
+            for spec in kind.fields:
+                r = spec.randomizer()
+                expected.append(
+                    [
+                        f"`{spec.name}`",
+                        str(spec.epsilon_1),
+                        f"{math.exp(r.epsilon_1):.2f}",
+                        str(spec.epsilon_perm),
+                        f"{math.exp(r.epsilon_perm):.2f}",
+                    ]
+                )
+        rows = _table_rows(_section(self.text, "What the epsilons mean"))
+        assert rows == expected
+
+    def test_budget_sentences(self) -> None:
+        """Per-report and lifetime worst-case epsilons quoted are those of ldp.budget."""
+        schema = shipped_schema()
+        usage, errors = schema.kind("usage"), schema.kind("errors")
+        section = _flat(_section(self.text, "What the epsilons mean"))
+        assert f"costs epsilon {per_report_epsilon(usage):.1f} in total" in section
+        assert f"one errors report costs {per_report_epsilon(errors):.1f}" in section
+        assert (
+            f"is {lifetime_worst_case(usage):.0f} for usage and"
+            f" {lifetime_worst_case(errors):.0f} for errors" in section
+        )
+
+    def test_worked_example(self) -> None:
+        """Every percentage in the os example is recomputed from the os field's randomizer."""
+        spec = shipped_schema().kind("usage").field("os")
+        oracle: Any = spec.randomizer()
+        d, k = spec.d, oracle.k
+        e1, ep = math.exp(oracle.epsilon_1), math.exp(oracle.epsilon_perm)
+        expected = {
+            f"{100 * float(oracle.prr_include):.1f}%",  # the permanent pair holds your OS
+            f"{100 * float(oracle.irr_keep):.1f}%",  # a report repeats the permanent pair
+            f"{100 * oracle.p_star:.1f}%",  # a report contains your OS
+            f"{100 * oracle.q_star:.1f}%",  # ... or a given other OS
+            f"{100 * e1 / (1 + e1):.1f}%",  # posterior from an even prior, one report
+            f"{100 * ep / (1 + ep):.1f}%",  # ... and from every report of that value
+            "95%",  # the confidence level of the accuracy sentence
+        }
+        section = _flat(_section(self.text, "How the noise works: an example"))
+        assert set(re.findall(r"\d+(?:\.\d+)?%", section)) == expected
+        assert f"There are {d} possible values" in section
+        assert f"a set of {k} of the {d} values" in section
+        assert f"among the {math.comb(d, k)} possible pairs" in section
+        # 95% half-width at n = 10,000 for a frequency near 1/2, in whole percentage points.
+        width = 1.96 * math.sqrt(oracle.variance(10_000, 0.5))
+        assert f"to within about {round(100 * width)} percentage points from 10,000" in section
+
+    def test_shuffling_numbers(self) -> None:
+        """The central epsilon quoted for 100,000 shuffled usage reports is the library's."""
+        eps0 = per_report_epsilon(shipped_schema().kind("usage"))
+        central = central_epsilon(round(eps0, 6), 100_000, 1e-6)
+        assert (
+            f"as private as epsilon {central.eps:.2f} instead of {eps0:.1f}"
+            " (with a one-in-a-million chance" in _flat(self.text)
+        )
+
+    def test_local_limits(self) -> None:
+        """Spool and sent-log limits quoted are the CLI's constants."""
+        flat = _flat(self.text)
+        assert f"at most {spool.MAX_REPORTS} of them, and are dropped unsent" in flat
+        assert f"dropped unsent after {spool.MAX_AGE.days // 7} weeks" in flat
+        assert spool.MAX_AGE.days % 7 == 0  # quoted in whole weeks
+        assert f"up to {sentlog.MAX_LOG_BYTES // 1024} KiB" in flat
+
+    def test_commands_exist(self) -> None:
+        """Every `20i telemetry ...` command and option the policy names exists in the CLI."""
+        group: Any = typer.main.get_command(telemetry_app)
+        quoted = re.findall(r"`20i telemetry ([a-z]+)((?: --[a-z]+)*)`", self.text)
+        assert {name for name, _ in quoted} == set(group.commands)
+        for name, options in quoted:
+            known = {opt for param in group.commands[name].params for opt in param.opts}
+            assert set(options.split()) <= known, (name, options)
+
+    def test_environment_variables(self) -> None:
+        """The environment switches and endpoint overrides named are the CLI's."""
+        from cli.endpoint import ENV_ENDPOINT, ENV_PUBLIC_KEY
+        from cli.environment import ENV_CI, ENV_DO_NOT_TRACK, ENV_KILL_SWITCH
+
+        for name in (ENV_DO_NOT_TRACK, ENV_KILL_SWITCH, ENV_CI, ENV_ENDPOINT, ENV_PUBLIC_KEY):
+            assert f"`{name}" in self.text, name
+
+    def test_state_paths(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The table of local files gives platformdirs' user dirs for 20i on each platform."""
+        home = "/home/someone"
+        monkeypatch.setenv("HOME", home)
+        for var in ("XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+            monkeypatch.delenv(var, raising=False)
+        # Windows folders come from the shell API; give the one we quote by its variable name.
+        monkeypatch.setattr(
+            platformdirs.windows,
+            "get_win_folder",
+            lambda csidl: {"CSIDL_LOCAL_APPDATA": "%LOCALAPPDATA%"}[csidl],
+        )
+
+        def shown(path: str, windows: bool) -> str:
+            path = path.replace(home, "~", 1)
+            return path.replace("/", "\\") if windows else path
+
+        columns = []
+        for cls in (Unix, MacOS, Windows):
+            dirs = cls(APP_NAME, appauthor=False)
+            win = cls is Windows
+            sep = "\\" if win else "/"
+            columns.append(
+                [
+                    f"`{shown(os.path.join(dirs.user_config_dir, 'telemetry-consent.json'), win)}`",
+                    f"`{shown(os.path.join(dirs.user_state_dir, SUBDIR), win)}{sep}`",
+                    f"`{shown(os.path.join(dirs.user_cache_dir, SUBDIR), win)}{sep}`",
+                ]
+            )
+        rows = _table_rows(_section(self.text, "Where local files live"))
+        assert [row[1:] for row in rows] == [list(col) for col in zip(*columns, strict=True)]
