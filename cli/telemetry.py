@@ -104,7 +104,11 @@ def enable(
         ),
     ] = False,
 ) -> None:
-    """Opt in to usage reports (or, with --errors, error reports). Never prompts."""
+    """Opt in to usage reports (or, with --errors, error reports).
+
+    Never prompts. Prints every file it writes: the consent file and, the first time, the
+    local secret that keys the memoized randomized responses.
+    """
     paths = Paths.default()
     kind: Kind = "errors" if errors else "usage"
     policy_version, schema_id = _versions()
@@ -139,7 +143,10 @@ def disable(
         ),
     ] = False,
 ) -> None:
-    """Opt out. Sends nothing, not even a farewell; spooled reports are never sent."""
+    """Opt out of usage and error reports (or, with --errors, error reports only).
+
+    Sends nothing, not even a farewell, and reports already spooled are never sent.
+    """
     if errors and purge_files:
         raise typer.BadParameter(
             "--purge deletes all telemetry state, so use it without --errors", param_hint="--purge"
