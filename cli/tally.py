@@ -302,6 +302,7 @@ def write_tally(path: Path, tally: Tally) -> None:
     leaves a torn file, which reads as no tally: a lost count, nothing worse.
     """
     data = tally.to_json()
+    ensure_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
