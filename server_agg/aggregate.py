@@ -18,6 +18,7 @@ The local engine opens envelopes in worker *processes*: ``cryptography``'s HPKE 
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import multiprocessing
@@ -692,29 +693,43 @@ def count_source(
             if on_progress is not None:
                 on_progress(len(chunk))
         return total
-    context = multiprocessing.get_context(_start_method())
+    method = _start_method()
     init_args = (
         _private_bytes(private_key),
         tuple(s.canonical_json() for s in schema_list),
         kind,
         period,
     )
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=init_args
-    ) as pool:
-        pending: list[tuple[Future[Counts], int]] = []
-        for chunk in source.chunks(chunk_size):
-            pending.append((pool.submit(_work, chunk), len(chunk)))
-            # Bounded memory: never more than two chunks per worker in flight.
-            while len(pending) >= 2 * workers:
-                future, size = pending.pop(0)
+    # Forked workers share this process's memory copy-on-write; a garbage collection in a
+    # worker would write to every inherited object's header and copy page after page (measured:
+    # about a quarter more CPU per report with a big parent). Frozen objects are never scanned.
+    # (Left alone if the caller already froze objects: unfreezing is theirs to decide.)
+    freeze = method == "fork" and gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    try:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context(method),
+            initializer=_init_worker,
+            initargs=init_args,
+        ) as pool:
+            pending: list[tuple[Future[Counts], int]] = []
+            for chunk in source.chunks(chunk_size):
+                pending.append((pool.submit(_work, chunk), len(chunk)))
+                # Bounded memory: never more than two chunks per worker in flight.
+                while len(pending) >= 2 * workers:
+                    future, size = pending.pop(0)
+                    total.add(future.result())
+                    if on_progress is not None:
+                        on_progress(size)
+            for future, size in pending:
                 total.add(future.result())
                 if on_progress is not None:
                     on_progress(size)
-        for future, size in pending:
-            total.add(future.result())
-            if on_progress is not None:
-                on_progress(size)
+    finally:
+        if freeze:
+            gc.unfreeze()
     return total
 
 
