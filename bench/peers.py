@@ -245,6 +245,18 @@ class Peer:
         """Key of the channel this peer's twin samples; equal keys share twin draws."""
         raise NotImplementedError
 
+    def expected(self, counts: IntArray) -> tuple[FloatArray, FloatArray]:
+        """Mean and variance of each entry of the channel summary, given the true counts.
+
+        Each report supports item v independently with p* (true value v) or q* (otherwise).
+        """
+        if self.p_star is None or self.q_star is None:  # pragma: no cover - overridden
+            raise NotImplementedError
+        c = np.asarray(counts, dtype=np.float64)
+        m = c.sum()
+        p, q = self.p_star, self.q_star
+        return c * p + (m - c) * q, c * p * (1 - p) + (m - c) * q * (1 - q)
+
     def simulate(self, counts: IntArray, rng: np.random.Generator) -> Any:
         """A channel summary for data with these true counts, from the exact twin."""
         raise NotImplementedError
@@ -439,6 +451,12 @@ class PureHE(_Pure):
             return ("bits", self.d, round(self.p_star or 0, 12), round(self.q_star or 0, 12))
         return ("laplace-sum", self.d, round(2 / self.epsilon, 12))
 
+    def expected(self, counts: IntArray) -> tuple[FloatArray, FloatArray]:
+        if self.the:
+            return super().expected(counts)
+        c = np.asarray(counts, dtype=np.float64)
+        return c, np.full(c.size, c.sum() * 2 * (2 / self.epsilon) ** 2)
+
     def simulate(self, counts: IntArray, rng: np.random.Generator) -> FloatArray:
         if self.the:
             return twin_bits(counts, float(self.p_star or 0), float(self.q_star or 0), rng)
@@ -448,8 +466,17 @@ class PureHE(_Pure):
 class PureHR(_Pure):
     """pure-ldp Hadamard response (Acharya, Sun & Zhang 2019).
 
-    Its output alphabet and permutation make an exact twin long-winded, so its MSE runs use its
-    own client (noise from Python's ``random`` and numpy's global generator, unseeded).
+    Its channel, read off ``k2k_hadamard`` (``encode_symbol`` of ``Hadamard_Rand_high_priv`` for
+    eps <= 1, of ``Hadamard_Rand_general_original`` for eps > 1), over K outputs:
+
+    - eps <= 1: P[y | x] = 2 (1 - r) / K if popcount((x + 1) & y) is even, else 2 r / K, with
+      r = 1 / (1 + e^eps);
+    - eps > 1: with s = permute[x] in block s // (b - 1) at position s % (b - 1) + 1,
+      P[y | x] = a / K + (1 - a) 2 / b if y is in that block and popcount(position & (y mod b))
+      is even, else a / K; a = 2B / (2B - 1 + e^eps), B blocks of size b.
+
+    The twin samples output histograms from this matrix; the fidelity check holds it against
+    HR's own client.
     """
 
     mechanism = "hr"
@@ -460,6 +487,24 @@ class PureHR(_Pure):
             self._srv = load_pure_ldp()["hadamard_response"].HadamardResponseServer(
                 self.epsilon, self.d, index_mapper=_identity
             )
+        self.outputs = int(self._srv.hr.outsz)
+        self.matrix = self._transition()
+
+    def _transition(self) -> FloatArray:
+        hr, k = self._srv.hr, self.outputs
+        y = np.arange(k, dtype=np.int64)
+        if self.epsilon <= 1:
+            r = float(hr.pri_para)
+            odd = np.bitwise_count((np.arange(self.d, dtype=np.int64)[:, None] + 1) & y) & 1
+            return np.where(odd == 0, 2 * (1 - r) / k, 2 * r / k)
+        b, blocks, tail = int(hr.partsz), int(hr.part), int(hr.tailbit)
+        a = 2 * blocks / (2 * blocks - 1 + float(hr.exp))
+        s = np.asarray(hr.permute, dtype=np.int64)[: self.d]
+        block, pos = s // (b - 1), s % (b - 1) + 1
+        same = (y[None, :] >> tail) == block[:, None]
+        even = (np.bitwise_count(pos[:, None] & (y[None, :] & (b - 1))) & 1) == 0
+        out: FloatArray = a / k + (1 - a) * (2 / b) * (same & even)
+        return out
 
     def _client_obj(self) -> Any:
         mod = load_pure_ldp()["hadamard_response"]
@@ -472,20 +517,31 @@ class PureHR(_Pure):
         self._srv.reset()
         return self._srv
 
-    def support(self, reports: Sequence[Any]) -> list[Any]:
-        return list(reports)
+    def support(self, reports: Sequence[Any]) -> FloatArray:
+        arr = np.asarray(reports, dtype=np.int64)
+        return np.bincount(arr, minlength=self.outputs).astype(np.float64)
+
+    def expected(self, counts: IntArray) -> tuple[FloatArray, FloatArray]:
+        c = np.asarray(counts, dtype=np.float64)
+        return c @ self.matrix, c @ (self.matrix * (1 - self.matrix))
 
     def channel(self) -> Hashable:
-        return ("own-client", self.library, self.mechanism, self.d, self.epsilon)
+        return ("hr", self.library, self.d, self.epsilon)
 
-    def simulate(self, counts: IntArray, rng: np.random.Generator) -> list[Any]:
-        return self.client(_true_values(counts).tolist())
+    def simulate(self, counts: IntArray, rng: np.random.Generator) -> FloatArray:
+        per_value = rng.multinomial(counts, self.matrix / self.matrix.sum(axis=1, keepdims=True))
+        out: FloatArray = per_value.sum(axis=0).astype(np.float64)
+        return out
 
-    def estimators(self) -> dict[str, Estimator]:
-        def make(cfg: str) -> Estimator:
-            return lambda reports, n: self.aggregate(reports, cfg)
-
-        return {cfg: make(cfg) for cfg in PURE_NORMALIZATIONS}
+    def _from_support(self, support: FloatArray, n: int, config: str) -> FloatArray:
+        # HR's server only appends reports and histograms them when estimating.
+        with quiet():
+            server = self._server()
+            server.aggregated_data = np.repeat(
+                np.arange(self.outputs), np.asarray(support, dtype=np.int64)
+            )
+            server.n = n
+            return self._estimate_all(server, n, config)
 
 
 # multi-freq-ldpy ----------------------------------------------------------------------------
@@ -718,6 +774,12 @@ class MflHE(_Mfl):
             return ("bits", self.d, round(self.p, 12), round(self.q, 12))
         return ("laplace-sum", self.d, round(2 / self.epsilon, 12))
 
+    def expected(self, counts: IntArray) -> tuple[FloatArray, FloatArray]:
+        if self.the:
+            return super().expected(counts)
+        c = np.asarray(counts, dtype=np.float64)
+        return c, np.full(c.size, c.sum() * 2 * (2 / self.epsilon) ** 2)
+
     def simulate(self, counts: IntArray, rng: np.random.Generator) -> FloatArray:
         if self.the:
             return twin_bits(counts, self.p, self.q, rng)
@@ -738,7 +800,7 @@ def timed_peers(family: str, epsilon: float, d: int) -> list[Peer]:
     return table[family]
 
 
-def all_peers(epsilon: float, d: int, *, with_hr: bool = True) -> list[Peer]:
+def all_peers(epsilon: float, d: int) -> list[Peer]:
     """Every peer mechanism that competes on full-domain frequency estimation.
 
     Left out, with the reason: multi-freq-ldpy ADP (returns exactly its GRR or OUE aggregator,
@@ -762,9 +824,8 @@ def all_peers(epsilon: float, d: int, *, with_hr: bool = True) -> list[Peer]:
         MflSS(epsilon, d),
         MflHE(epsilon, d, the=True),
         MflHE(epsilon, d, the=False),
+        PureHR(epsilon, d),
     ]
-    if with_hr:
-        peers.append(PureHR(epsilon, d))
     return peers
 
 
