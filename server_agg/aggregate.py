@@ -284,7 +284,9 @@ def _pattern(schema: Schema, kind: str) -> _KindPattern:
     key = (schema.id, kind)
     found = _PATTERNS.get(key)
     if found is None:
-        found = _PATTERNS[key] = _KindPattern(schema, kind)
+        # setdefault is atomic: threads that race here (Dask workers with processes=False)
+        # all get the one stored pattern, so a value cached by one is seen by all.
+        found = _PATTERNS.setdefault(key, _KindPattern(schema, kind))
     return found
 
 
