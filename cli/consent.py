@@ -2,9 +2,18 @@
 
 Consent is a small JSON file in the user config dir, written only by ``20i telemetry enable``
 and ``disable`` (atomically, mode 0600), holding usage and errors consent separately with the
-date of each decision. Environment variables can only turn telemetry off, never on. Reading it
-is all a host command pays when telemetry is off, so this module never imports numpy, httpx or
-cryptography, and never writes anything while deciding.
+date of each decision and the privacy policy version it was given to. Environment variables
+can only turn telemetry off, never on. Reading it is all a host command pays when telemetry is
+off, so this module never imports numpy, httpx or cryptography, and never writes anything while
+deciding.
+
+Consent covers one policy version (``policy_version`` in ``cli/data/defaults.json``, the
+version at the top of PRIVACY.md). A consent file that enables something under another version
+turns everything off (source ``policy-changed``) until ``20i telemetry enable`` accepts the new
+one, as PRIVACY.md promises. The schema id recorded next to it does not need re-consent on its
+own: a schema can only change with a release, the client caps its epsilons whatever it says,
+and any change that matters to users (what is collected, how strongly it is protected) also
+bumps the policy version. The policy version is the contract with the user.
 """
 
 # No `from __future__ import annotations` here, unlike elsewhere: typing.NamedTuple compiles
@@ -51,6 +60,7 @@ __all__ = [
     "format_time",
     "parse_time",
     "read_consent",
+    "shipped_policy_version",
     "write_consent",
 ]
 
@@ -63,6 +73,7 @@ KINDS: tuple[Kind, ...] = ("usage", "errors")
 # in order of precedence.
 SOURCE_UNREADABLE = "unreadable-config"
 SOURCE_NOT_OPTED_IN = "not-opted-in"
+SOURCE_POLICY_CHANGED = "policy-changed"
 SOURCE_CONSENT = "consent"
 SOURCES = (
     SOURCE_DO_NOT_TRACK,
@@ -70,8 +81,12 @@ SOURCES = (
     SOURCE_CI,
     SOURCE_UNREADABLE,
     SOURCE_NOT_OPTED_IN,
+    SOURCE_POLICY_CHANGED,
     SOURCE_CONSENT,
 )
+
+#: The distribution defaults (endpoint, analyzer key, policy version), package data.
+_DEFAULTS_FILE = Path(__file__).parent / "data" / "defaults.json"
 
 
 def format_time(moment: datetime) -> str:
@@ -228,6 +243,27 @@ def write_consent(path: Path, consent: Consent) -> None:
         raise ConsentWriteError(f"cannot write the consent file {path}: {reason}") from exc
 
 
+def shipped_policy_version() -> str | None:
+    """The privacy policy version this 20i ships, or ``None`` if its package data is unusable.
+
+    Read as a plain small file rather than through ``cli.endpoint.load_defaults``: importing
+    ``importlib.resources`` would cost a host command with telemetry on more than the read
+    itself. Only a 20i imported from a zip falls back to it. ``None`` makes :func:`decide` keep
+    telemetry off: consent cannot be matched to a policy this 20i cannot name.
+    """
+    try:
+        try:
+            data = read_small(_DEFAULTS_FILE)
+        except (FileNotFoundError, NotADirectoryError):
+            from importlib import resources  # not unpacked on disk (a zip import)
+
+            data = resources.files("cli").joinpath("data/defaults.json").read_bytes()
+        version = json.loads(data).get("policy_version")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return version if isinstance(version, str) and version else None
+
+
 class Decision(NamedTuple):
     """Whether usage and error reports are on, what decided it, and why (one sentence)."""
 
@@ -274,6 +310,11 @@ def decide(env: Mapping[str, str], consent_path: Path, *, inspect: bool = False)
     if consent is None or (consent.usage.as_of is None and consent.errors.as_of is None):
         reason = "telemetry is off until you run `20i telemetry enable`"
         return Decision(False, False, SOURCE_NOT_OPTED_IN, reason, consent_file, tuple(notes))
+    if consent.usage.enabled or consent.errors.enabled:
+        shipped = shipped_policy_version()
+        if consent.policy_version != shipped:
+            reason = _policy_changed_reason(consent, shipped)
+            return Decision(False, False, SOURCE_POLICY_CHANGED, reason, consent_file, tuple(notes))
     parts = []
     for kind in KINDS:
         entry = consent.kind(kind)
@@ -288,4 +329,23 @@ def decide(env: Mapping[str, str], consent_path: Path, *, inspect: bool = False)
         reason,
         consent_file,
         tuple(notes),
+    )
+
+
+def _policy_changed_reason(consent: Consent, shipped: str | None) -> str:
+    if shipped is None:
+        return (
+            f"this 20i cannot read its own privacy policy version ({_DEFAULTS_FILE}), so"
+            " telemetry is off; reinstalling 20i fixes it"
+        )
+    # One `enable` accepts the new policy for the whole file (both kinds keep their choice);
+    # name the command that re-accepts without switching on a kind the user left off.
+    command = (
+        "`20i telemetry enable`" if consent.usage.enabled else "`20i telemetry enable --errors`"
+    )
+    agreed = consent.policy_version or "none"
+    return (
+        f"you agreed to privacy policy version {agreed}, and this 20i ships version {shipped}:"
+        f" telemetry is off until you run {command} to accept the new policy"
+        " (`20i telemetry policy` shows it)"
     )

@@ -19,17 +19,21 @@ from cli.consent import (
     decide,
     env_override,
     read_consent,
+    shipped_policy_version,
     write_consent,
 )
+from cli.endpoint import load_defaults
 from cli.errors import ConsentWriteError
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 TRUTHY = ["1", "true", "TRUE", "yes", "on", "anything", " 1 "]
 FALSY = ["", "0", "false", "False", "no", "OFF", " off "]
+#: The policy version this 20i ships: what `enable` writes into the consent file.
+POLICY = shipped_policy_version() or ""
 
 
 def usage_on(moment: datetime = T0) -> Consent:
-    return NO_CONSENT.decided("usage", True, moment, "1", "abcd")
+    return NO_CONSENT.decided("usage", True, moment, POLICY, "abcd")
 
 
 class TestEnvOverride:
@@ -73,7 +77,7 @@ class TestConsentFile:
     def test_round_trip(self, tmp_path: Path) -> None:
         """What write_consent writes, read_consent reads back unchanged."""
         path = tmp_path / "c" / "telemetry-consent.json"
-        consent = usage_on().decided("errors", True, T0 + timedelta(hours=1), "1", "abcd")
+        consent = usage_on().decided("errors", True, T0 + timedelta(hours=1), POLICY, "abcd")
         write_consent(path, consent)
         read = read_consent(path)
         assert read.state == "ok" and read.consent == consent
@@ -87,7 +91,7 @@ class TestConsentFile:
             "format": 1,
             "usage": {"enabled": True, "as_of": "2026-11-23T09:30:00Z"},
             "errors": {"enabled": False, "as_of": None},
-            "policy_version": "1",
+            "policy_version": POLICY,
             "schema_id": "abcd",
         }
 
@@ -113,7 +117,7 @@ class TestConsentFile:
 
         monkeypatch.setattr(os, "replace", broken_replace)
         with pytest.raises(ConsentWriteError, match="No space left on device"):
-            write_consent(path, NO_CONSENT.decided("usage", False, T0, "1", None))
+            write_consent(path, NO_CONSENT.decided("usage", False, T0, POLICY, None))
         assert path.read_bytes() == before
         assert [p.name for p in tmp_path.iterdir()] == ["consent.json"]
 
@@ -173,17 +177,17 @@ class TestConsentFile:
 class TestDecided:
     def test_reenable_keeps_date(self) -> None:
         """Enabling what is already enabled keeps the original as-of time."""
-        later = usage_on().decided("usage", True, T0 + timedelta(days=3), "1", "abcd")
+        later = usage_on().decided("usage", True, T0 + timedelta(days=3), POLICY, "abcd")
         assert later.usage.as_of == T0
 
     def test_disable_redates(self) -> None:
         """Disabling records when the user changed their mind."""
-        off = usage_on().decided("usage", False, T0 + timedelta(days=3), "1", "abcd")
+        off = usage_on().decided("usage", False, T0 + timedelta(days=3), POLICY, "abcd")
         assert off.usage == KindConsent(False, T0 + timedelta(days=3))
 
     def test_kinds_are_separate(self) -> None:
         """Enabling errors leaves usage untouched and vice versa."""
-        both = usage_on().decided("errors", True, T0 + timedelta(days=1), "1", "abcd")
+        both = usage_on().decided("errors", True, T0 + timedelta(days=1), POLICY, "abcd")
         assert both.usage == KindConsent(True, T0)
         assert both.errors == KindConsent(True, T0 + timedelta(days=1))
 
@@ -241,5 +245,78 @@ class TestDecide:
             "CI",
             "unreadable-config",
             "not-opted-in",
+            "policy-changed",
             "consent",
         )
+
+
+class TestPolicyVersion:
+    def test_shipped_version_is_the_defaults_one(self) -> None:
+        """The cheap read agrees with the package-data loader the CLI uses to write consent."""
+        assert shipped_policy_version() == load_defaults()["policy_version"]
+
+    def test_old_policy_turns_everything_off(self, tmp_path: Path) -> None:
+        """Consent given to another policy version is off, named policy-changed, with the fix."""
+        path = tmp_path / "c.json"
+        old = usage_on().decided("errors", True, T0, "0", "abcd")
+        write_consent(path, old)
+        decision = decide({}, path)
+        assert (decision.usage, decision.errors, decision.source) == (
+            False,
+            False,
+            "policy-changed",
+        )
+        assert "version 0" in decision.reason and f"version {shipped_policy_version()}" in (
+            decision.reason
+        )
+        assert "run `20i telemetry enable` to accept the new policy" in decision.reason
+
+    def test_errors_only_is_told_to_enable_errors(self, tmp_path: Path) -> None:
+        """With only error reports on, the fix named is `enable --errors` (usage stays off)."""
+        path = tmp_path / "c.json"
+        write_consent(path, NO_CONSENT.decided("errors", True, T0, "0", None))
+        decision = decide({}, path)
+        assert decision.source == "policy-changed"
+        assert "`20i telemetry enable --errors`" in decision.reason
+
+    def test_missing_version_is_a_change(self, tmp_path: Path) -> None:
+        """A consent with an empty policy version (never accepted one) is not consent."""
+        path = tmp_path / "c.json"
+        write_consent(path, NO_CONSENT.decided("usage", True, T0, "", None))
+        assert decide({}, path).source == "policy-changed"
+
+    def test_opt_out_under_old_policy_stays_consent(self, tmp_path: Path) -> None:
+        """Nothing enabled: the old version changes nothing, the user's "no" decides."""
+        path = tmp_path / "c.json"
+        write_consent(path, NO_CONSENT.decided("usage", False, T0, "0", None))
+        decision = decide({}, path)
+        assert decision.source == "consent" and not decision.any_on
+
+    def test_schema_change_alone_keeps_consent(self, tmp_path: Path) -> None:
+        """Another schema id under the same policy version needs no re-consent (documented)."""
+        path = tmp_path / "c.json"
+        current = shipped_policy_version()
+        assert current is not None
+        write_consent(path, NO_CONSENT.decided("usage", True, T0, current, "0000000000000000"))
+        decision = decide({}, path)
+        assert decision.source == "consent" and decision.usage
+
+    def test_environment_still_comes_first(self, tmp_path: Path) -> None:
+        """DO_NOT_TRACK outranks a policy change, as it outranks everything."""
+        path = tmp_path / "c.json"
+        write_consent(path, NO_CONSENT.decided("usage", True, T0, "0", None))
+        assert decide({"DO_NOT_TRACK": "1"}, path, inspect=True).source == "DO_NOT_TRACK"
+
+    def test_unreadable_shipped_version_fails_closed(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """If this 20i cannot name its own policy version, no consent matches it: off."""
+        broken = tmp_path / "defaults.json"
+        broken.write_text('{"policy_version": 1}')  # a number, not the string version
+        monkeypatch.setattr(consent_module, "_DEFAULTS_FILE", broken)
+        assert shipped_policy_version() is None
+        path = tmp_path / "c.json"
+        write_consent(path, usage_on())
+        decision = decide({}, path)
+        assert decision.source == "policy-changed" and not decision.any_on
+        assert "cannot read its own privacy policy version" in decision.reason
