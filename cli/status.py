@@ -10,20 +10,52 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cli.consent import KINDS, Consent, Decision, decide
+from cli.consent import KINDS, Consent, Decision, decide, shipped_policy_version
 from cli.endpoint import Destination, resolve
+from cli.spool import MAX_AGE, MAX_REPORTS
 from cli.state import Paths, count_spooled
 
-__all__ = ["STATUS_FORMAT", "render_status", "status_document"]
+__all__ = ["STATUS_FORMAT", "delivery", "render_status", "status_document"]
 
 STATUS_FORMAT = 1
 
 
+def delivery(decision: Decision, destination: Destination) -> str:
+    """What ``cli.pipeline`` does with a finished week here and now (``delivery`` in ``--json``).
+
+    ``off``: nothing is recorded. ``discard``: no analyzer key, so nothing can be sealed and
+    the week is dropped (a report is never spooled in plaintext). ``spool``: reports are sealed
+    and wait for an endpoint. ``send``: sealed, spooled and sent by the background sender.
+    """
+    if not decision.any_on:
+        return "off"
+    if destination.public_key is None:
+        return "discard"
+    if destination.endpoint is None:
+        return "spool"
+    return "send"
+
+
 def _notes(decision: Decision, destination: Destination, waiting: int) -> list[str]:
     notes = list(decision.notes)
-    if decision.any_on and not destination.configured:
-        notes.append("no endpoint or analyzer key is configured: reports wait in the spool")
-    if waiting and not decision.any_on:
+    outcome = delivery(decision, destination)
+    if outcome == "discard":
+        notes.append(
+            "no analyzer key is configured: finished weeks are discarded, never spooled"
+            " (reports are only ever kept sealed to that key)"
+        )
+        if waiting:
+            notes.append(
+                f"{waiting} spooled report(s) cannot be sent without the analyzer key they were"
+                " sealed to: the next send attempt drops them unsent"
+            )
+    elif outcome == "spool":
+        weeks = MAX_AGE.days // 7
+        notes.append(
+            "no endpoint is configured: finished weeks are sealed and wait in the spool until"
+            f" one is (at most {MAX_REPORTS} reports, each dropped unsent after {weeks} weeks)"
+        )
+    if waiting and outcome == "off":
         notes.append(f"{waiting} spooled report(s) will not be sent while telemetry is off")
     notes.extend(destination.problems)
     return notes
@@ -51,12 +83,14 @@ def status_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
         "source": decision.source,
         "reason": decision.reason,
         "sending": decision.any_on and destination.configured,
+        "delivery": delivery(decision, destination),
         "consent_file": {
             "path": str(consent_file.path),
             "state": consent_file.state,
             "problem": consent_file.problem,
             "policy_version": None if consent is None else consent.policy_version,
             "schema_id": None if consent is None else consent.schema_id,
+            "current_policy_version": shipped_policy_version(),
         },
         "paths": paths.as_dict(),
         "endpoint": destination.to_dict(),
@@ -81,7 +115,7 @@ def render_status(doc: dict[str, Any]) -> str:
     file_state = consent_file["state"]
     if consent_file["problem"]:
         file_state += f": {consent_file['problem']}"
-    url = endpoint["url"] or "not configured: reports wait in the spool"
+    url = endpoint["url"] or "not configured"
     if endpoint["url"]:
         url += f" (from {endpoint['url_source']})"
     key = endpoint["public_key_fingerprint"] or "not configured"

@@ -188,7 +188,7 @@ class TestBrokenConfig:
 
 class TestEndpointConfig:
     def test_defaults_are_unconfigured(self, work: Path) -> None:
-        """The distribution ships no endpoint yet: reports wait in the spool."""
+        """The distribution ships no endpoint or key yet: finished weeks are discarded."""
         run("enable")
         document = status()
         endpoint = document["endpoint"]
@@ -198,7 +198,9 @@ class TestEndpointConfig:
             False,
             False,
         )
-        assert any("wait in the spool" in note for note in document["notes"])
+        assert document["delivery"] == "discard"
+        assert any("finished weeks are discarded" in note for note in document["notes"])
+        assert not any("wait in the spool" in note for note in document["notes"])
 
     def test_user_config_then_env(self, work: Path) -> None:
         """The user config sets endpoint and key; the environment overrides both."""

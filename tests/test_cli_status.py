@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,9 +14,14 @@ import typer.main
 import typer.testing
 from typer.testing import CliRunner
 
+from cli import tracking
 from cli.app import app
 from cli.consent import NO_CONSENT, write_consent
-from cli.state import Paths
+from cli.endpoint import load_defaults
+from cli.spool import MAX_REPORTS
+from cli.state import Paths, count_spooled
+from cli.tally import ErrorsTally, Tally, UsageTally, read_tally, write_tally
+from ldp.envelope import generate_keypair, public_key_to_text
 
 ENV_NAMES = (
     "DO_NOT_TRACK",
@@ -25,7 +31,9 @@ ENV_NAMES = (
     "TWENTYI_TELEMETRY_PUBLIC_KEY",
 )
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
-CONSENTS = ("none", "usage", "both", "disabled", "garbled")
+NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 2026-W49: week 2026-W48 of T0 has ended
+POLICY = CURRENT_POLICY = load_defaults()["policy_version"]
+CONSENTS = ("none", "usage", "both", "disabled", "garbled", "old-policy")
 # Every DNT spelling is covered by tests/test_consent.py; here one of each class is enough.
 DNT_VALUES = (None, "", "False", "off", "1", "yes")
 KILL_VALUES = (None, "0", "1")
@@ -62,12 +70,33 @@ def set_consent(paths: Paths, state: str) -> None:
         paths.consent_file.parent.mkdir(parents=True)
         paths.consent_file.write_text('{"format": 1, "usage": ')
         return
-    consent = NO_CONSENT.decided("usage", True, T0, "1", None)
+    if state == "old-policy":
+        write_old_policy(paths)
+        return
+    consent = NO_CONSENT.decided("usage", True, T0, POLICY, None)
     if state == "both":
-        consent = consent.decided("errors", True, T0, "1", None)
+        consent = consent.decided("errors", True, T0, POLICY, None)
     if state == "disabled":
-        consent = consent.decided("usage", False, T0, "1", None)
+        consent = consent.decided("usage", False, T0, POLICY, None)
     write_consent(paths.consent_file, consent)
+
+
+def write_old_policy(paths: Paths) -> None:
+    """A consent file as `enable` wrote it under policy version 0: usage and errors on."""
+    paths.consent_file.parent.mkdir(parents=True, exist_ok=True)
+    on = {"enabled": True, "as_of": "2026-11-23T09:30:00Z"}
+    document = {"format": 1, "policy_version": "0", "schema_id": None, "usage": on, "errors": on}
+    paths.consent_file.write_text(json.dumps(document))
+
+
+def finished_tally() -> Tally:
+    """Week 2026-W48, recorded after T0 under the old consent, with one command and error."""
+    since = T0.replace(hour=10)
+    tally = Tally("2026-W48", 1, UsageTally(since), ErrorsTally(since))
+    assert tally.usage is not None and tally.errors is not None
+    tally.usage.add("up", ["docker"], "1.4")
+    tally.errors.add("network")
+    return tally
 
 
 def expected(
@@ -86,6 +115,7 @@ def expected(
         "both": ("consent", True, True),
         "disabled": ("consent", False, False),
         "garbled": ("unreadable-config", False, False),
+        "old-policy": ("policy-changed", False, False),
     }[state]
 
 
@@ -146,7 +176,7 @@ class TestStatusText:
         assert "usage reports  off" in out and "error reports  off" in out
         assert "not-opted-in" in out and str(paths.consent_file) in out
         assert str(paths.state_dir) in out and str(paths.cache_dir) in out
-        assert "not configured: reports wait in the spool" in out
+        assert "wait in the spool" not in out  # nothing is on, so nothing waits
         assert "0 report(s)" in out
 
     def test_ci_says_nothing_is_sent(self, paths: Paths) -> None:
@@ -173,6 +203,7 @@ STATUS_KEYS = {
     "source",
     "reason",
     "sending",
+    "delivery",
     "consent_file",
     "paths",
     "endpoint",
@@ -197,6 +228,7 @@ class TestStatusJson:
             "problem",
             "policy_version",
             "schema_id",
+            "current_policy_version",
         }
         assert set(document["paths"]) == {
             "config_dir",
@@ -217,3 +249,119 @@ class TestStatusJson:
             "problems",
         }
         assert isinstance(document["notes"], list) and isinstance(document["reason"], str)
+
+
+class TestPolicyChanged:
+    def test_status_json_says_policy_changed(self, paths: Paths) -> None:
+        """Consent to policy 0 is off for both kinds, names the versions and the fix."""
+        write_old_policy(paths)
+        result = CliRunner().invoke(app, ["telemetry", "status", "--json"])
+        assert result.exit_code == 0, result.output
+        document = json.loads(result.stdout)
+        assert document["source"] == "policy-changed"
+        assert (document["usage"]["on"], document["errors"]["on"]) == (False, False)
+        assert document["usage"]["consent"]["enabled"] is True  # the file is shown as it is
+        assert document["consent_file"]["policy_version"] == "0"
+        assert document["consent_file"]["current_policy_version"] == CURRENT_POLICY
+        assert document["delivery"] == "off" and document["sending"] is False
+        assert "run `20i telemetry enable` to accept the new policy" in document["reason"]
+
+    def test_status_text_says_policy_changed(self, paths: Paths) -> None:
+        """The text status names the source and tells the user what to run."""
+        write_old_policy(paths)
+        out = CliRunner().invoke(app, ["telemetry", "status"]).stdout
+        decided = next(line for line in out.splitlines() if line.startswith("decided by"))
+        assert decided.split()[2] == "policy-changed:" and "20i telemetry enable" in decided
+        assert "off here (you opted in, but see 'decided by')" in out
+
+    def test_host_path_records_nothing(self, paths: Paths, tmp_path: Path) -> None:
+        """Under a changed policy a host command counts nothing and rolls nothing over."""
+        write_old_policy(paths)
+        write_tally(paths.tally_file, finished_tally())
+        before = paths.tally_file.read_bytes()
+        _, public = generate_keypair()
+        env = {**os.environ, "TWENTYI_TELEMETRY_PUBLIC_KEY": public_key_to_text(public)}
+        tracking.record("up", modules=["docker"], error="network", env=env, paths=paths, now=NOW)
+        assert paths.tally_file.read_bytes() == before  # neither counted nor rolled over
+        assert count_spooled(paths) == 0 and not paths.ledger_file.exists()
+        assert sorted(p.name for p in paths.state_dir.iterdir()) == ["tally.json"]
+        assert not paths.cache_dir.exists()
+
+    def test_enable_accepts_the_new_policy(self, paths: Paths) -> None:
+        """`enable` records the shipped version; consent then decides and counting resumes."""
+        write_old_policy(paths)
+        assert CliRunner().invoke(app, ["telemetry", "enable"]).exit_code == 0
+        document = json.loads(CliRunner().invoke(app, ["telemetry", "status", "--json"]).stdout)
+        assert document["source"] == "consent"
+        assert (document["usage"]["on"], document["errors"]["on"]) == (True, True)
+        assert document["usage"]["consent"]["as_of"] == "2026-11-23T09:30:00Z"  # kept
+        assert document["consent_file"]["policy_version"] == CURRENT_POLICY
+        tracking.record("up", env=dict(os.environ), paths=paths, now=NOW)
+        tally = read_tally(paths.tally_file)
+        assert tally is not None and tally.usage is not None
+        assert tally.usage.commands == {"up": 1}
+
+
+class TestDelivery:
+    @pytest.fixture
+    def key(self) -> str:
+        return public_key_to_text(generate_keypair()[1])
+
+    def status(self, env: dict[str, str]) -> dict[str, object]:
+        result = CliRunner().invoke(app, ["telemetry", "status", "--json"], env=env)
+        assert result.exit_code == 0, result.output
+        document: dict[str, object] = json.loads(result.stdout)
+        return document
+
+    def test_no_key_discards(self, paths: Paths) -> None:
+        """Without an analyzer key status says finished weeks are discarded, not spooled."""
+        set_consent(paths, "usage")
+        for env in ({}, {"TWENTYI_TELEMETRY_ENDPOINT": "https://t.example/"}):
+            document = self.status(env)
+            assert document["delivery"] == "discard" and document["sending"] is False
+            notes = document["notes"]
+            assert isinstance(notes, list) and len(notes) == 1
+            assert notes[0].startswith("no analyzer key is configured: finished weeks are")
+            assert "wait in the spool" not in notes[0]
+
+    def test_no_key_drops_waiting_reports(self, paths: Paths) -> None:
+        """Reports already spooled cannot be sent without their key, and status says so."""
+        set_consent(paths, "usage")
+        paths.spool_dir.mkdir(parents=True)
+        (paths.spool_dir / "a.sealed").write_bytes(b"x")
+        notes = self.status({})["notes"]
+        assert isinstance(notes, list)
+        assert any(n.startswith("1 spooled report(s) cannot be sent") for n in notes)
+
+    def test_key_without_endpoint_spools(self, paths: Paths, key: str) -> None:
+        """With a key but no endpoint, reports are sealed and wait in the spool, bounded."""
+        set_consent(paths, "usage")
+        document = self.status({"TWENTYI_TELEMETRY_PUBLIC_KEY": key})
+        assert document["delivery"] == "spool" and document["sending"] is False
+        assert document["notes"] == [
+            f"no endpoint is configured: finished weeks are sealed and wait in the spool until"
+            f" one is (at most {MAX_REPORTS} reports, each dropped unsent after 8 weeks)"
+        ]
+        out = (
+            CliRunner()
+            .invoke(app, ["telemetry", "status"], env={"TWENTYI_TELEMETRY_PUBLIC_KEY": key})
+            .stdout
+        )
+        rows = dict(line.split(None, 1) for line in out.splitlines() if line.startswith("end"))
+        assert rows == {"endpoint": "not configured"}
+
+    def test_key_and_endpoint_send(self, paths: Paths, key: str) -> None:
+        """With both configured, status says reports are sent and adds no note."""
+        set_consent(paths, "usage")
+        env = {"TWENTYI_TELEMETRY_PUBLIC_KEY": key, "TWENTYI_TELEMETRY_ENDPOINT": "https://t.ex/"}
+        document = self.status(env)
+        assert (document["delivery"], document["sending"], document["notes"]) == (
+            "send",
+            True,
+            [],
+        )
+
+    def test_off_is_off(self, paths: Paths, key: str) -> None:
+        """With telemetry off nothing is delivered, whatever is configured."""
+        set_consent(paths, "disabled")
+        assert self.status({"TWENTYI_TELEMETRY_PUBLIC_KEY": key})["delivery"] == "off"
