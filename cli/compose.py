@@ -1,14 +1,16 @@
 """Turn a period's tally into the reports it produces: the one recipe ``preview`` and the
 roll-over (issue 6) share, so what ``20i telemetry preview`` shows is what would be sealed.
 
-True values exist only inside :func:`true_values` and :func:`compose_reports` and go straight
-into the randomizers: nothing here writes them anywhere, and nothing here sends anything.
-Imports ``ldp`` (and so its mechanisms): never call this on a host command's fast path.
+True values exist only inside :func:`true_values` and :func:`compose` and go straight into the
+randomizers; :func:`compose` hands them back next to each report only so that the roll-over can
+note in the memo ledger which permanent responses were used (as HMAC digests). Nothing here
+writes them anywhere, and nothing here sends anything. Imports ``ldp`` (and so its
+mechanisms): never call this on a host command's fast path.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from cli.tally import Tally
 
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from ldp.sampling import RandomSource
     from ldp.schema import Schema
 
-__all__ = ["compose_reports", "sample_count", "true_values"]
+__all__ = ["Composed", "compose", "compose_reports", "sample_count", "true_values"]
 
 
 def sample_count(counts: dict[str, int], rand: RandomSource) -> str:
@@ -64,6 +66,42 @@ def true_values(
     raise ValueError(f"report kind ({kind!r}) must be 'usage' or 'errors'")
 
 
+class Composed(NamedTuple):
+    """One report of a tally, with the true values it randomized (never to be stored)."""
+
+    kind: str
+    values: dict[str, object]
+    report: Report
+
+
+def compose(
+    tally: Tally,
+    schema: Schema,
+    secret: bytes,
+    kinds: tuple[str, ...] = ("usage", "errors"),
+    rand: RandomSource | None = None,
+) -> list[Composed]:
+    """The randomized reports this tally produces for the report kinds in ``kinds``, in order.
+
+    ``kinds`` lists the kinds whose consent is on; a kind that recorded nothing this period
+    produces no report. ``rand`` defaults to the OS CSPRNG; it draws the sampled command and
+    error category as well as every instantaneous response.
+    """
+    from ldp.report import build_report
+    from ldp.sampling import SYSTEM
+    from ldp.values import arch_value, os_value
+
+    source = SYSTEM if rand is None else rand
+    machine = {"os": os_value(), "arch": arch_value()}
+    composed = []
+    for kind in kinds:
+        values = true_values(kind, tally, source, **machine)
+        if values is not None:
+            report = build_report(schema, kind, tally.period, values, secret, source)
+            composed.append(Composed(kind, values, report))
+    return composed
+
+
 def compose_reports(
     tally: Tally,
     schema: Schema,
@@ -71,19 +109,5 @@ def compose_reports(
     kinds: tuple[str, ...] = ("usage", "errors"),
     rand: RandomSource | None = None,
 ) -> list[Report]:
-    """The randomized reports this tally produces, for the report kinds in ``kinds``.
-
-    ``kinds`` lists the kinds whose consent is on; a kind that recorded nothing this period
-    produces no report. ``rand`` defaults to the OS CSPRNG.
-    """
-    from ldp.report import build_report
-    from ldp.sampling import SYSTEM
-    from ldp.values import arch_value, os_value
-
-    source = SYSTEM if rand is None else rand
-    reports = []
-    for kind in kinds:
-        values = true_values(kind, tally, source, os=os_value(), arch=arch_value())
-        if values is not None:
-            reports.append(build_report(schema, kind, tally.period, values, secret, source))
-    return reports
+    """Only the reports of :func:`compose` (what ``preview`` shows)."""
+    return [item.report for item in compose(tally, schema, secret, kinds, rand)]

@@ -19,9 +19,9 @@ actually rolls over. Decisions where the issue left a choice:
   ``reported.json`` in the state dir) *before* the report is built, so a crash between
   spooling and clearing the tally can lose a report but never send a second, freshly
   randomized one for the same week.
-- The ``command`` field is one command drawn uniformly from the period's invocations with the
-  OS CSPRNG (``cli.compose``, shared with ``20i telemetry preview``); ``error_category`` the
-  same over the recorded outcomes.
+- The reports are built by ``cli.compose.compose``, the recipe ``20i telemetry preview``
+  uses: the ``command`` field is one command drawn uniformly from the period's invocations
+  with the OS CSPRNG, ``error_category`` the same over the recorded outcomes.
 """
 
 from __future__ import annotations
@@ -199,22 +199,15 @@ def _roll_over(
     _write_reported(paths, {**reported, **{k: tally.period for k in kinds}})
 
     from cli import spool
-    from cli.compose import true_values
+    from cli.compose import compose
     from ldp.budget import Ledger
     from ldp.envelope import seal
-    from ldp.report import build_report
-    from ldp.sampling import SYSTEM
-    from ldp.values import arch_value, os_value
 
-    source = SYSTEM if rand is None else rand
     ledger = Ledger(paths.ledger_file)
-    machine = {"os": os_value(), "arch": arch_value()}
     written: list[Path] = []
-    for kind in kinds:
-        values = true_values(kind, tally, source, **machine)
-        if values is None:  # pragma: no cover - _reportable_kinds checked it recorded something
-            continue
-        report = build_report(schema, kind, tally.period, values, secret, source)
+    # The same recipe as `20i telemetry preview`; _reportable_kinds checked each kind recorded
+    # something, so every kind yields a report.
+    for kind, values, report in compose(tally, schema, secret, kinds, rand):
         plaintext = report.encode()
         # Digests only; a broken ledger file must not cost the report (it only over-counts
         # when it works, and `info` says when it does not).

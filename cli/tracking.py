@@ -126,7 +126,7 @@ def _record_on(
     domains = shipped_domains()
     period = iso_period(now)
     with locked(paths.tally_lock):
-        _roll_over(paths, decision, now)
+        _roll_over(paths, decision, now, env)
         tally = read_tally(paths.tally_file)
         if tally is None or (tally.period, tally.schema_version) != (
             period,
@@ -159,14 +159,16 @@ def _call_modules(modules: Modules) -> list[str]:
         return []
 
 
-def _roll_over(paths: Paths, decision: Decision, now: datetime) -> None:
+def _roll_over(paths: Paths, decision: Decision, now: datetime, env: Mapping[str, str]) -> None:
     """The seam for issue 6: ``cli.pipeline.maybe_roll_over`` runs here, if it exists.
 
     Called on every recorded host command while telemetry is on, holding the tally lock and
     before this command is counted, so the pipeline may read and clear a finished period's
     tally (``cli.tally.read_tally`` / ``clear_tally``), spool its reports and start the
-    detached sender. It must return promptly and never wait on the network. Whatever it
-    raises is swallowed here, so the command is still counted.
+    detached sender. ``env`` is the environment ``record`` decided with, so the pipeline
+    resolves the endpoint and key, and the sender starts, from the same one. It must return
+    promptly and never wait on the network. Whatever it raises is swallowed here, so the
+    command is still counted.
     """
     try:
         pipeline: Any = importlib.import_module("cli.pipeline")
@@ -175,7 +177,7 @@ def _roll_over(paths: Paths, decision: Decision, now: datetime) -> None:
             return
         raise
     with contextlib.suppress(Exception):  # a pipeline failure must not cost the count
-        pipeline.maybe_roll_over(paths=paths, decision=decision, now=now)
+        pipeline.maybe_roll_over(paths=paths, decision=decision, now=now, env=env)
 
 
 # --- Typer integration ---------------------------------------------------------------------

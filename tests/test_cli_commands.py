@@ -21,13 +21,14 @@ from typer.testing import CliRunner
 from cli import status as status_module
 from cli import tracking
 from cli.app import app, main
-from cli.compose import compose_reports, sample_count
+from cli.compose import compose, compose_reports, sample_count
 from cli.consent import read_consent
 from cli.sentlog import encode_entry
 from cli.state import SECRET_BYTES, Paths
 from cli.tally import ErrorsTally, Tally, UsageTally, read_tally
 from ldp.budget import Ledger, memo_digest, per_report_epsilon
 from ldp.report import decode_report
+from ldp.sampling import HmacSource
 from ldp.schema import shipped_schema
 
 ENV_NAMES = (
@@ -367,6 +368,19 @@ class TestCompose:
         )
         reports = compose_reports(tally, shipped_schema(), b"s" * 32, ("usage", "errors"))
         assert [(r.kind, r.period) for r in reports] == [("usage", "2026-W48")]
+
+    def test_compose_returns_reports_with_their_values(self) -> None:
+        """compose (roll-over) and compose_reports (preview) build the same reports."""
+        moment = datetime(2026, 11, 24, tzinfo=UTC)
+        usage = UsageTally(moment, {"up": 2}, ["git"], "1.4")
+        tally = Tally("2026-W48", 1, usage, ErrorsTally(moment, {"timeout": 1}))
+        secret = b"s" * 32
+        composed = compose(tally, shipped_schema(), secret, rand=HmacSource(secret, b"t"))
+        reports = compose_reports(tally, shipped_schema(), secret, rand=HmacSource(secret, b"t"))
+        assert [c.report.encode() for c in composed] == [r.encode() for r in reports]
+        assert [c.kind for c in composed] == ["usage", "errors"]
+        assert composed[0].values["command"] == "up" and composed[0].values["cli_version"] == "1.4"
+        assert composed[1].values == {"error_category": "timeout"}
 
 
 class TestHelp:

@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from cli import pipeline, sender, spool
-from cli.consent import NO_CONSENT, Consent, Decision, decide, write_consent
+from cli.consent import NO_CONSENT, Consent, Decision, decide, shipped_policy_version, write_consent
 from cli.state import Paths, load_secret
 from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
 from ldp.budget import memo_digest
@@ -30,6 +31,8 @@ NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # Monday of 2026-W49
 LAST_WEEK = "2026-W48"
 SINCE = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 AS_OF = NOW - timedelta(days=20)
+#: The policy version this 20i ships: what `enable` writes into the consent file.
+POLICY = shipped_policy_version() or ""
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +55,8 @@ def env(keys: tuple[Any, str]) -> dict[str, str]:
 
 
 def consent(usage: bool = True, errors: bool = True, as_of: datetime = AS_OF) -> Consent:
-    c = NO_CONSENT.decided("usage", usage, as_of, "1", None)
-    return c.decided("errors", errors, as_of, "1", None)
+    c = NO_CONSENT.decided("usage", usage, as_of, POLICY, None)
+    return c.decided("errors", errors, as_of, POLICY, None)
 
 
 def tally(
@@ -162,8 +165,8 @@ class TestRollOver:
 
     def test_nothing_from_before_the_consent(self, paths: Paths, env: dict[str, str]) -> None:
         """A kind whose tally starts before its consent's as-of time is never reported."""
-        c = NO_CONSENT.decided("usage", True, SINCE + timedelta(hours=1), "1", None)
-        c = c.decided("errors", True, AS_OF, "1", None)
+        c = NO_CONSENT.decided("usage", True, SINCE + timedelta(hours=1), POLICY, None)
+        c = c.decided("errors", True, AS_OF, POLICY, None)
         decision = setup(paths, env, c=c)
         written = pipeline.roll_over(paths, decision, NOW, env)
         assert [spool.load(p).kind for p in written] == ["errors"]
@@ -313,3 +316,24 @@ class TestHostPath:
         )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout) == []
+
+
+class TestPolicyChange:
+    def test_spool_waits_for_reconsent(self, paths: Paths, env: dict[str, str]) -> None:
+        """Under a changed policy the sender posts nothing and keeps the spool until enable."""
+        assert len(pipeline.roll_over(paths, setup(paths, env), NOW, env)) == 2
+        write_consent(paths.consent_file, consent()._replace(policy_version="0"))
+        requests: list[httpx.Request] = []
+
+        def accept(request: httpx.Request) -> httpx.Response:
+            requests.append(request)
+            return httpx.Response(202)
+
+        transport = httpx.MockTransport(accept)
+        outcome = sender.run(paths, env, now=NOW, transport=transport, force=True)
+        assert (outcome.state, outcome.detail, outcome.kept) == ("off", "policy-changed", 2)
+        assert requests == [] and len(spool.spool_names(paths)) == 2
+        write_consent(paths.consent_file, consent())  # `enable` records the shipped version
+        outcome = sender.run(paths, env, now=NOW, transport=transport, force=True)
+        assert (outcome.state, outcome.sent) == ("sent", 2) and len(requests) == 1
+        assert spool.spool_names(paths) == []

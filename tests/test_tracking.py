@@ -15,18 +15,21 @@ import typer
 from typer.testing import CliRunner
 
 from cli import consent as consent_module
+from cli import sender, tracking
 from cli import state as state_module
-from cli import tracking
-from cli.consent import NO_CONSENT, Consent, decide, write_consent
-from cli.state import Paths
+from cli.consent import NO_CONSENT, Consent, decide, shipped_policy_version, write_consent
+from cli.state import Paths, count_spooled
 from cli.tally import Tally, locked, read_tally, shipped_domains
 from cli.tally import iso_period as tally_iso_period
+from ldp.envelope import generate_keypair, public_key_to_text
 from ldp.report import iso_period as report_iso_period
 from ldp.schema import shipped_schema
 from ldp.values import version_bucket
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday, week 2026-W48
 QUIET: dict[str, str] = {}
+#: The policy version this 20i ships: what `enable` writes into the consent file.
+POLICY = shipped_policy_version() or ""
 
 
 @pytest.fixture
@@ -37,9 +40,9 @@ def paths(tmp_path: Path) -> Paths:
 def consent(usage: bool = True, errors: bool = False, as_of: datetime = T0) -> Consent:
     out = NO_CONSENT
     if usage:
-        out = out.decided("usage", True, as_of, "1", None)
+        out = out.decided("usage", True, as_of, POLICY, None)
     if errors:
-        out = out.decided("errors", True, as_of, "1", None)
+        out = out.decided("errors", True, as_of, POLICY, None)
     return out
 
 
@@ -92,7 +95,7 @@ class TestRecordOff:
 
     def test_disabled_consent_records_nothing(self, paths: Paths) -> None:
         """After disable, host commands add nothing to the tally."""
-        write_consent(paths.consent_file, consent().decided("usage", False, T0, "1", None))
+        write_consent(paths.consent_file, consent().decided("usage", False, T0, POLICY, None))
         record(paths, "up")
         assert not paths.tally_file.exists()
 
@@ -108,7 +111,7 @@ class TestRecordOff:
             b'{"format": 2, "usage": {"enabled": true, "as_of": "2026-11-24T10:00:00Z"}}',
             consent().to_json(),
             consent(usage=False, errors=True).to_json(),
-            consent().decided("usage", False, T0, "1", None).to_json(),
+            consent().decided("usage", False, T0, POLICY, None).to_json(),
         ],
     )
     def test_precheck_never_hides_consent(self, paths: Paths, content: bytes) -> None:
@@ -168,8 +171,8 @@ class TestRecordOn:
         write_consent(paths.consent_file, consent())
         record(paths, "up")
         later = T0 + timedelta(hours=5)
-        again = consent().decided("usage", False, later, "1", None)
-        write_consent(paths.consent_file, again.decided("usage", True, later, "1", None))
+        again = consent().decided("usage", False, later, POLICY, None)
+        write_consent(paths.consent_file, again.decided("usage", True, later, POLICY, None))
         record(paths, "down", now=later + timedelta(minutes=1))
         tally = read_tally(paths.tally_file)
         assert tally is not None and tally.usage is not None
@@ -181,7 +184,7 @@ class TestRecordOn:
         record(paths, "up")
         write_consent(
             paths.consent_file,
-            consent(usage=True, errors=True).decided("usage", False, T0, "1", None),
+            consent(usage=True, errors=True).decided("usage", False, T0, POLICY, None),
         )
         record(paths, "down")
         tally = read_tally(paths.tally_file)
@@ -287,16 +290,36 @@ class TestRollOverSeam:
         tally = read_tally(paths.tally_file)
         assert tally is not None and tally.usage is not None and tally.usage.commands == {"up": 1}
 
+    @pytest.mark.parametrize("consent_state", ["none", "old-policy"])
     def test_pipeline_not_called_when_off(
-        self, paths: Paths, monkeypatch: pytest.MonkeyPatch
+        self, paths: Paths, monkeypatch: pytest.MonkeyPatch, consent_state: str
     ) -> None:
-        """With telemetry off the pipeline is never imported or called."""
+        """With telemetry off (also under a changed policy) the pipeline is never called."""
         calls: list[int] = []
         fake = types.ModuleType("cli.pipeline")
         fake.maybe_roll_over = lambda **kwargs: calls.append(1)  # type: ignore[attr-defined]
         monkeypatch.setitem(sys.modules, "cli.pipeline", fake)
-        record(paths, "up")
-        assert calls == []
+        if consent_state == "old-policy":
+            old = NO_CONSENT.decided("usage", True, T0, "0", None)
+            write_consent(paths.consent_file, old.decided("errors", True, T0, "0", None))
+        record(paths, "up", error="network")
+        assert calls == [] and not paths.tally_file.exists()
+
+    def test_pipeline_gets_the_hosts_env(
+        self, paths: Paths, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The real pipeline resolves the key and the debug switch from record()'s env."""
+        for name in ("TWENTYI_TELEMETRY_PUBLIC_KEY", "TWENTYI_TELEMETRY_DEBUG"):
+            monkeypatch.delenv(name, raising=False)  # only the env passed in may supply them
+        key = public_key_to_text(generate_keypair()[1])
+        env = {"TWENTYI_TELEMETRY_PUBLIC_KEY": key, "TWENTYI_TELEMETRY_DEBUG": "1"}
+        write_consent(paths.consent_file, consent())
+        record(paths, "up", env=env, now=T0 + timedelta(hours=1))  # week 2026-W48
+        record(paths, "down", env=env, now=T0 + timedelta(days=7))  # W49 rolls W48 over
+        assert count_spooled(paths) == 1  # sealed to the key from env, not discarded
+        err = capsys.readouterr().err  # debug (from env) printed instead of starting a sender
+        assert "TWENTYI_TELEMETRY_DEBUG is set, so nothing is sent" in err
+        assert not sender.lock_file(paths).exists()
 
 
 class TestDomains:
