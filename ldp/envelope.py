@@ -89,9 +89,7 @@ def public_key_from_text(text: str) -> X25519PublicKey:
     body = text[len(PUBLIC_KEY_PREFIX) :]
     # Checked before decoding: the decoder silently skips characters outside the alphabet.
     if not _KEY_BODY.fullmatch(body):
-        raise EnvelopeError(
-            "public key must be 32 bytes: 43 base64url characters after the prefix"
-        )
+        raise EnvelopeError("public key must be 32 bytes: 43 base64url characters after the prefix")
     raw = base64.urlsafe_b64decode(body + "=")
     if len(raw) != 32:  # pragma: no cover - 43 characters always decode to 32 bytes
         raise EnvelopeError(f"public key must be 32 bytes, got {len(raw)}")
