@@ -155,11 +155,23 @@ class Consent(NamedTuple):
         policy_version: str,
         schema_id: str | None,
     ) -> "Consent":
-        """A copy with ``kind`` switched and dated ``now`` (unchanged kinds keep their date)."""
-        current = self.kind(kind)
+        """A copy with ``kind`` switched and dated ``now`` (unchanged kinds keep their date).
+
+        Accepting a new policy version re-dates every enabled kind to ``now``: what was counted
+        under the old policy is never reported under the new one.
+        """
+        base = self
+        if self.policy_version != policy_version:
+            usage, errors = (
+                KindConsent(True, now) if k.enabled else k for k in (self.usage, self.errors)
+            )
+            base = Consent(
+                usage, errors, policy_version=self.policy_version, schema_id=self.schema_id
+            )
+        current = base.kind(kind)
         unchanged = current.enabled == enabled and current.as_of is not None
         updated = current if unchanged else KindConsent(enabled, now)
-        usage, errors = (updated, self.errors) if kind == "usage" else (self.usage, updated)
+        usage, errors = (updated, base.errors) if kind == "usage" else (base.usage, updated)
         return Consent(usage, errors, policy_version=policy_version, schema_id=schema_id)
 
     def to_json(self) -> bytes:

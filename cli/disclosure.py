@@ -247,7 +247,7 @@ def render_info(doc: dict[str, Any]) -> str:
     out.extend(f"  - {item}" for item in doc["never_collected"])
     endpoint = doc["endpoint"]
     out.append("")
-    out.append(f"endpoint      {endpoint['url'] or 'not configured: reports wait in the spool'}")
+    out.append(f"endpoint      {endpoint['url'] or 'not configured'}")
     out.append(f"analyzer key  {endpoint['public_key_fingerprint'] or 'not configured'}")
     out.append(f"policy        {doc['policy']['path']} (or run `{doc['policy']['command']}`)")
     if doc["ledger"]["problem"]:

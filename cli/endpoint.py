@@ -3,7 +3,8 @@
 Resolved from, highest first: ``TWENTYI_TELEMETRY_ENDPOINT`` / ``TWENTYI_TELEMETRY_PUBLIC_KEY``,
 the user's hand-edited ``telemetry-config.json``, then the distribution defaults shipped as
 package data. A value that is present but invalid is never skipped over to a lower source:
-it leaves that setting unconfigured (reports wait in the spool) and the problem is reported.
+it leaves that setting unconfigured (see ``20i telemetry status`` for what then happens to
+reports) and the problem is reported.
 Never contacts the endpoint.
 """
 
@@ -56,7 +57,7 @@ class Destination:
 
     @property
     def configured(self) -> bool:
-        """Both set and valid: reports can be sent; otherwise they wait in the spool."""
+        """Both set and valid: reports can be sealed and sent."""
         return self.endpoint is not None and self.public_key is not None
 
     def key(self) -> X25519PublicKey:
@@ -156,7 +157,7 @@ def resolve(paths: Paths, env: Mapping[str, str]) -> Destination:
         try:
             return check(value, where), source
         except ValueError as exc:
-            problems.append(str(exc) + "; reports wait in the spool until it is fixed")
+            problems.append(str(exc) + "; treated as not configured until it is fixed")
             return None, "none"
 
     endpoint, endpoint_source = pick(ENV_ENDPOINT, "endpoint", _check_endpoint)

@@ -294,9 +294,11 @@ class TestPolicyChanged:
         document = json.loads(CliRunner().invoke(app, ["telemetry", "status", "--json"]).stdout)
         assert document["source"] == "consent"
         assert (document["usage"]["on"], document["errors"]["on"]) == (True, True)
-        assert document["usage"]["consent"]["as_of"] == "2026-11-23T09:30:00Z"  # kept
+        # Accepting the new policy re-dates consent: older counts are never reported under it.
+        as_of = datetime.fromisoformat(document["usage"]["consent"]["as_of"])
+        assert as_of > T0
         assert document["consent_file"]["policy_version"] == CURRENT_POLICY
-        tracking.record("up", env=dict(os.environ), paths=paths, now=NOW)
+        tracking.record("up", env=dict(os.environ), paths=paths, now=datetime.now(UTC))
         tally = read_tally(paths.tally_file)
         assert tally is not None and tally.usage is not None
         assert tally.usage.commands == {"up": 1}

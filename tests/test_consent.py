@@ -191,6 +191,17 @@ class TestDecided:
         assert both.usage == KindConsent(True, T0)
         assert both.errors == KindConsent(True, T0 + timedelta(days=1))
 
+    def test_new_policy_redates_every_enabled_kind(self) -> None:
+        """Accepting a new policy dates all enabled kinds anew, so older counts are never sent."""
+        old = NO_CONSENT.decided("usage", True, T0, "0", "abcd").decided(
+            "errors", True, T0, "0", "abcd"
+        )
+        later = T0 + timedelta(days=10)
+        accepted = old.decided("usage", True, later, POLICY, "abcd")
+        assert accepted.usage == KindConsent(True, later)
+        assert accepted.errors == KindConsent(True, later)
+        assert accepted.policy_version == POLICY
+
 
 class TestDecide:
     def test_missing_file(self, tmp_path: Path) -> None:
