@@ -280,9 +280,9 @@ def table(phases: list[Phase], note: str) -> str:
 
 #: (label, extra `serve` options, phases to run)
 CONFIGS = [
-    ("FULL, group commit", ["--synchronous", "FULL"], ("paced", "saturation", "httpx")),
-    ("NORMAL, group commit", ["--synchronous", "NORMAL"], ("paced", "saturation")),
-    ("FULL, commit per request", ["--synchronous", "FULL", "--max-group", "1"], ("saturation",)),
+    ("NORMAL (default), group commit", [], ("paced", "saturation", "httpx")),
+    ("FULL, group commit", ["--synchronous", "FULL"], ("paced", "saturation")),
+    ("NORMAL, commit per request", ["--max-group", "1"], ("saturation",)),
 ]
 
 

@@ -67,9 +67,9 @@ def serve(
         str,
         typer.Option(
             "--synchronous",
-            help="SQLite sync level: FULL survives power loss, NORMAL survives a crash.",
+            help="SQLite sync: NORMAL survives a killed collector, FULL also power loss.",
         ),
-    ] = "FULL",
+    ] = "NORMAL",
     max_group: Annotated[
         int,
         typer.Option(

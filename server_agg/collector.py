@@ -422,7 +422,7 @@ def serve(
     port: int = 8020,
     public_key: str | Path | None = None,
     rate_limit: RateLimit | None = RateLimit(),  # frozen, so sharing it is safe
-    synchronous: Literal["FULL", "NORMAL"] = "FULL",
+    synchronous: Literal["FULL", "NORMAL"] = "NORMAL",
     max_group: int = 256,
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:

@@ -5,10 +5,12 @@ A report is kept as (ciphertext, SHA-256 of it for de-duplication, arrival day a
 no header, no time finer than the day. A write returns only after its transaction is committed,
 so the collector can acknowledge exactly what is durable.
 
-Durability: the database runs in WAL mode with ``synchronous=FULL`` by default, so every commit
-fsyncs the write-ahead log and survives power loss as well as a killed process. ``NORMAL``
-(allowed) survives a SIGKILL too, because a committed transaction is already in the WAL file
-(the OS keeps it), but it may lose the last commits if the machine itself goes down.
+Durability: WAL mode with ``synchronous=NORMAL`` by default. COMMIT returns once the
+transaction's frames are written to the WAL file; they are then in the kernel's page cache,
+which outlives the process, so a commit survives SIGKILL, an OOM kill or a crash of the
+collector (the SIGKILL test proves it). Only an OS crash or power loss before the next
+checkpoint can drop the last commits, and the database stays consistent even then (WAL frames
+are checksummed). ``synchronous=FULL`` also fsyncs the WAL at every commit, for power loss.
 """
 
 from __future__ import annotations
@@ -90,8 +92,8 @@ class Store:
         Create the file and tables if missing; with ``False`` a missing file is a
         :class:`StoreError` (the analyzer should not conjure an empty store out of a typo).
     synchronous:
-        ``"FULL"`` (default: a commit survives power loss) or ``"NORMAL"`` (survives a killed
-        process, not a crashed machine). See the module docstring.
+        ``"NORMAL"`` (default: a commit survives a killed process, not a crashed machine) or
+        ``"FULL"`` (fsync per commit: survives power loss). See the module docstring.
     clock:
         Returns today's UTC date; injected by tests that need several days.
     """
@@ -101,7 +103,7 @@ class Store:
         path: str | Path,
         *,
         create: bool = True,
-        synchronous: Literal["FULL", "NORMAL"] = "FULL",
+        synchronous: Literal["FULL", "NORMAL"] = "NORMAL",
         clock: Callable[[], date] = utc_today,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):

@@ -113,15 +113,15 @@ class TestStoredColumns:
 
 
 class TestDurabilitySettings:
-    def test_wal_and_full_sync_by_default(self, store: Store) -> None:
-        """The store runs in WAL mode with synchronous=FULL (2) unless told otherwise."""
+    def test_wal_and_normal_sync_by_default(self, store: Store) -> None:
+        """The store runs in WAL mode with synchronous=NORMAL (1) unless told otherwise."""
         assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1
 
-    def test_normal_sync_on_request(self, tmp_path: Path) -> None:
-        """synchronous='NORMAL' sets SQLite's level 1; anything else is refused."""
-        with Store(tmp_path / "n.db", synchronous="NORMAL") as s:
-            assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 1
+    def test_full_sync_on_request(self, tmp_path: Path) -> None:
+        """synchronous='FULL' sets SQLite's level 2; anything else is refused."""
+        with Store(tmp_path / "f.db", synchronous="FULL") as s:
+            assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 2
         with pytest.raises(ValueError, match="'OFF'"):
             Store(tmp_path / "o.db", synchronous="OFF")  # type: ignore[arg-type]  # on purpose
 
