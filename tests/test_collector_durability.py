@@ -104,12 +104,14 @@ async def _load_until_killed(
 @pytest.mark.slow
 class TestSigkill:
     def test_acknowledged_reports_survive_repeated_sigkill(self, tmp_path: Path) -> None:
-        """Killed three times mid-load, the store holds every acknowledged report and is intact."""
+        """Killed four times mid-load, the store holds every acknowledged report and is intact."""
         store_path = tmp_path / "store.db"
         acked: list[bytes] = []
         previous: list[bytes] = []
-        for cycle in range(3):
-            proc, url = _start(store_path, "--rate-limit", "0")
+        # Both durability levels; FULL's slower commits also widen the window in which an
+        # acknowledgement sent before its commit would be lost (a mutant doing so is caught).
+        for cycle, sync in enumerate(["NORMAL", "FULL", "NORMAL", "FULL"]):
+            proc, url = _start(store_path, "--rate-limit", "0", "--synchronous", sync)
             try:
                 if previous:
                     # The restarted server already has the last cycle's acknowledged reports.
