@@ -297,6 +297,21 @@ class TestCounts:
         two = count_source(MemorySource(SEALED), PRIVATE, workers=2, chunk_size=40)
         assert one.to_plain() == two.to_plain()
 
+    def test_workers_from_a_threaded_caller(self) -> None:
+        """With another thread running, workers come from a fork server and count the same."""
+        import threading
+
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        try:
+            assert agg._start_method() == "forkserver"
+            two = count_source(MemorySource(SEALED), PRIVATE, workers=2, chunk_size=40)
+        finally:
+            stop.set()
+            thread.join()
+        assert two.to_plain() == count_source(MemorySource(SEALED), PRIVATE).to_plain()
+
     def test_progress_sees_every_item(self) -> None:
         """The progress callback is told about every item exactly once."""
         seen: list[int] = []
