@@ -359,6 +359,78 @@ class GRR(_Base):
         return np.bincount(np.asarray(batch, dtype=np.int64), minlength=self.d)[: self.d]
 
 
+#: The widening steps of :func:`_bit_counts`: (shift, mask, rows added). Counters ``shift`` bits
+#: wide are split into counters twice as wide (``mask`` keeps the low half of each new lane, in
+#: every byte), then ``rows added`` of them are summed. The new lanes hold at most 3, 15 and 255,
+#: and 3 * 1, 5 * 3 and 17 * 15 are exactly those: no sum ever carries into the next lane.
+_WIDEN = ((1, 0x55, 3), (2, 0x33, 5), (4, 0x0F, 17))
+#: Rows one pass of the three steps folds into byte counters: 3 * 5 * 17.
+_BIT_BLOCK = 255
+#: Packed bytes per chunk of :func:`_bit_counts`; its temporaries take about five times this.
+_BIT_CHUNK_BYTES = 1 << 20
+#: Unpacked bits per chunk of the small-batch path of :func:`_bit_counts`.
+_BIT_UNPACK_CELLS = 1 << 22
+
+
+def _bit_counts(packed: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """How many rows of a 2-d uint8 array have each bit set: entry ``8 j + b`` is bit b of byte j.
+
+    Vertical counters in the style of SWAR popcounts, so numpy only ever adds whole contiguous
+    blocks of bytes: see :func:`_widen_and_add`. Exact integer counting, so the result is the
+    same as summing ``unpackbits(packed, bitorder="little")`` down the rows; batches smaller than
+    one block of 255 rows take that route, which is cheaper for them. Memory stays bounded.
+    """
+    import numpy as np
+
+    n, width = packed.shape
+    totals = np.zeros((8, width), dtype=np.int64)  # totals[b, j]: rows with bit b of byte j set
+    if n < _BIT_BLOCK:
+        step = max(1, _BIT_UNPACK_CELLS // (8 * max(1, width)))
+        for start in range(0, n, step):
+            bits = np.unpackbits(packed[start : start + step], axis=1, bitorder="little")
+            totals += bits.sum(axis=0, dtype=np.int64).reshape(width, 8).T
+        return totals.T.reshape(-1)
+    blocks = max(1, _BIT_CHUNK_BYTES // (_BIT_BLOCK * max(1, width)))
+    rows = _BIT_BLOCK * min(blocks, -(-n // _BIT_BLOCK))
+    for start in range(0, n, rows):
+        chunk = packed[start : start + rows]
+        if chunk.shape[0] < rows:  # all-zero rows count nothing: they fill up the last chunk
+            chunk = np.concatenate([chunk, np.zeros((rows - chunk.shape[0], width), np.uint8)])
+        totals += _widen_and_add(chunk)
+    return totals.T.reshape(-1)
+
+
+def _widen_and_add(chunk: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Bit counts ``out[b, j]`` of a chunk whose row count is a multiple of 255.
+
+    Every byte starts as eight 1-bit counters, one per bit. Step one splits each byte in two: the
+    even bits (``& 0x55``) and the odd bits moved down (``>> 1 & 0x55``), each now a 2-bit lane
+    holding 0 or 1; adding 3 rows gives at most 3, which still fits, so lanes never carry into each
+    other. Steps two and three repeat this into 4-bit lanes (``0x33``, 5 rows, at most 15) and
+    8-bit lanes (``0x0F``, 17 rows, at most 255). Whichever rows are added together does not
+    matter for the total, so row r is added to rows r + m, r + 2m, ... (m = rows / group): whole
+    contiguous slabs, one numpy call each. After step k, ``lanes[o]`` counts, in each lane, the
+    bit at offset o from the lane's start (the low halves keep o, the moved-down high halves get
+    o + shift), so after step three ``lanes[b]`` holds in byte j the count of bit b of byte j.
+    """
+    import numpy as np
+
+    lanes = chunk[None]
+    for shift, mask, group in _WIDEN:
+        m = np.uint8(mask)
+        half = lanes.shape[0]
+        split = np.empty((2 * half, *lanes.shape[1:]), dtype=np.uint8)
+        np.bitwise_and(lanes, m, out=split[:half])
+        np.right_shift(lanes, np.uint8(shift), out=split[half:])
+        split[half:] &= m
+        size = split.shape[1] // group
+        lanes = split[:, :size] + split[:, size : 2 * size]
+        for i in range(2, group):
+            lanes += split[:, i * size : (i + 1) * size]
+    counts: npt.NDArray[np.int64] = lanes.sum(axis=1, dtype=np.int64)
+    return counts
+
+
 @dataclass(frozen=True)
 class _UnaryEncoding(_Base):
     """Unary encoding: one bit per item, each flipped independently (Wang et al. 2017, sec. 4.3).
@@ -445,18 +517,18 @@ class _UnaryEncoding(_Base):
         return np.frombuffer(bytes(buf), dtype=np.uint8).reshape(len(wires), nbytes)
 
     def support(self, batch: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
-        """Per-item count of set bits over packed rows (8 strided passes over the bytes)."""
+        """Per-item count of set bits over packed rows: vertical byte counters, O(n d / 8)."""
         import numpy as np
 
-        packed = np.asarray(batch, dtype=np.uint8)
         nbytes = (self.d + 7) // 8
-        counts = np.zeros(nbytes * 8, dtype=np.int64)
-        step = max(1, _OLH_CHUNK_CELLS // max(1, nbytes))
-        for start in range(0, packed.shape[0], step):
-            block = packed[start : start + step]
-            for bit in range(8):
-                counts[bit::8] += np.count_nonzero(block & np.uint8(1 << bit), axis=0)
-        return counts[: self.d]
+        packed = np.asarray(batch, dtype=np.uint8)
+        if packed.size == 0:
+            return np.zeros(self.d, dtype=np.int64)
+        if packed.ndim != 2 or packed.shape[1] != nbytes:
+            raise ParameterError(
+                f"{self.name} batch shape {packed.shape} must be (n, {nbytes}) packed rows"
+            )
+        return _bit_counts(packed)[: self.d]
 
 
 @dataclass(frozen=True)
@@ -491,6 +563,85 @@ class OUE(_UnaryEncoding):
     @cached_property
     def q_prob(self) -> Prob:
         return prob_up(1 / (math.exp(self.epsilon) + 1))
+
+
+#: Reports per chunk of the OLH support; the per-report arrays of a chunk take about 2 MiB.
+_OLH_CHUNK_ROWS = 1 << 16
+#: From this many reports in a chunk on, stepping through the d items (a few numpy calls each)
+#: beats hashing every (report, item) cell at once by broadcasting.
+_OLH_SCAN_MIN = 1024
+
+
+def _olh_intervals(
+    b: npt.NDArray[np.uint64], y: npt.NDArray[np.int64], g: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
+    """Per report (hash multiplier a, offset ``b``, bucket ``y``): ``(start, width)`` such that
+    :func:`olh_hash` puts item v in bucket y iff ``(start + a v) mod 2**64 < width``.
+
+    olh_hash takes t = top 32 bits of x = (a v + b) mod 2**64 and returns floor(t g / 2**32)
+    (exact, as t g < 2**64 for g < 2**32; here g < 2**29 as epsilon <= 20). That equals y iff
+    y 2**32 / g <= t < (y + 1) 2**32 / g, i.e. iff lo <= t < hi with lo = ceil(y 2**32 / g) and
+    hi = ceil((y + 1) 2**32 / g), i.e. iff L <= x < H with L = lo 2**32 and H = hi 2**32. For
+    0 <= L <= H <= 2**64 and 0 <= x < 2**64 that holds iff (x - L) mod 2**64 < H - L: if x >= L
+    the difference is x - L itself; if x < L it wraps to x - L + 2**64 >= 2**64 - L >= H - L.
+    So start = (b - L) mod 2**64 and width = H - L. Both fit in 64 bits although H = 2**64 for
+    the last bucket: y <= g - 1 gives lo <= 2**32 - floor(2**32 / g) < 2**32, and g >= 2 gives
+    hi - lo <= ceil(2**32 / g) <= 2**31. A bucket outside [0, g) matches no item in olh_hash
+    (as uint64 a negative one is >= 2**63); it gets width 0, which nothing is below.
+    """
+    import numpy as np
+
+    gg, shift = np.uint64(g), np.uint64(32)
+    yu = y.astype(np.uint64)
+    valid = yu < gg
+    # y < g < 2^29, so (y + 1) 2^32 + g - 1 < 2^62 never wraps. An invalid y may wrap here, but
+    # its width is zeroed below, and no start is below 0.
+    lo = yu << shift
+    lo += gg - np.uint64(1)
+    hi = lo + (np.uint64(1) << shift)
+    lo //= gg  # ceil(y 2^32 / g) = floor((y 2^32 + g - 1) / g)
+    hi //= gg
+    hi -= lo
+    hi <<= shift
+    width = np.where(valid, hi, np.uint64(0))
+    lo <<= shift
+    start = b - lo
+    return start, width
+
+
+def _olh_counts(rows: npt.NDArray[np.int64], d: int, g: int) -> npt.NDArray[np.int64]:
+    """How many reports ``[seed, y]`` put each item of ``[0, d)`` in their bucket y.
+
+    Big chunks step through the items: count ``start < width`` (see :func:`_olh_intervals`),
+    then add ``a`` to every start (mod 2**64), which moves each report on to the next item: two
+    numpy passes per item instead of hashing. Small chunks hash every (report, item) cell at
+    once, exactly as :func:`olh_hash_many`, in blocks of bounded size.
+    """
+    import numpy as np
+
+    counts = np.zeros(d, dtype=np.int64)
+    for first in range(0, rows.shape[0], _OLH_CHUNK_ROWS):
+        chunk = rows[first : first + _OLH_CHUNK_ROWS]
+        seeds = chunk[:, 0].astype(np.uint64)  # as olh_hash_many casts them
+        a = _splitmix64_many(seeds) | np.uint64(1)
+        b = _splitmix64_many(seeds ^ np.uint64(_GOLDEN))
+        k = seeds.shape[0]
+        if k >= _OLH_SCAN_MIN:
+            start, width = _olh_intervals(b, chunk[:, 1], g)
+            hit = np.empty(k, dtype=bool)
+            for v in range(d):
+                np.less(start, width, out=hit)
+                counts[v] += np.count_nonzero(hit)
+                start += a
+            continue
+        y = chunk[:, 1:2].astype(np.uint64)
+        shift, gg = np.uint64(32), np.uint64(g)
+        step = max(1, _OLH_CHUNK_CELLS // k)
+        for v0 in range(0, d, step):
+            items = np.arange(v0, min(d, v0 + step), dtype=np.uint64)[None, :]
+            buckets = (((a[:, None] * items + b[:, None]) >> shift) * gg) >> shift
+            counts[v0 : v0 + items.shape[1]] += np.count_nonzero(buckets == y, axis=0)
+    return counts
 
 
 @dataclass(frozen=True)
@@ -578,23 +729,15 @@ class OLH(_Base):
         return np.asarray(wires, dtype=np.int64).reshape(len(wires), 2)
 
     def support(self, batch: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """Per-item count of reports whose bucket the item hashes to (chunked, bounded memory)."""
+        """Per-item count of reports whose bucket the item hashes to (chunked, bounded memory).
+
+        Exactly the counts of :func:`olh_hash` per report, by an interval test that needs two
+        numpy passes per item instead of hashing: see :func:`_olh_intervals`.
+        """
         import numpy as np
 
         rows = np.asarray(batch, dtype=np.int64).reshape(-1, 2)
-        items = np.arange(self.d, dtype=np.uint64)[None, :]
-        counts = np.zeros(self.d, dtype=np.int64)
-        step = max(1, _OLH_CHUNK_CELLS // self.d)
-        g = np.uint64(self.g)
-        shift = np.uint64(32)
-        for start in range(0, rows.shape[0], step):
-            chunk = rows[start : start + step]
-            s = chunk[:, 0].astype(np.uint64)
-            a = (_splitmix64_many(s) | np.uint64(1))[:, None]
-            b = _splitmix64_many(s ^ np.uint64(_GOLDEN))[:, None]
-            buckets = (((a * items + b) >> shift) * g) >> shift
-            counts += np.count_nonzero(buckets == chunk[:, 1:2].astype(np.uint64), axis=0)
-        return counts
+        return _olh_counts(rows, self.d, self.g)
 
 
 @dataclass(frozen=True)
