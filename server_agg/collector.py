@@ -184,6 +184,8 @@ class GroupCommitter:
             del self._queue[: self.max_group]
             try:
                 results = await run_in_threadpool(self._sink.add_batches, [b for b, _ in group])
+                if len(results) != len(group):
+                    raise RuntimeError(f"store answered {len(results)} of {len(group)} batches")
             except Exception as exc:  # any store failure fails this group, not the collector
                 for _, future in group:
                     if not future.done():
