@@ -260,6 +260,12 @@ def table_renderables(
     )
     if not result.groups:
         yield Text("no valid reports: nothing to estimate", style="bold")
+        if result.read and result.rejects.get("decrypt") == result.read:
+            yield Text(
+                "every report failed to decrypt: is --key the private key whose public half "
+                "the clients use?",
+                style="bold red",
+            )
     for group in result.groups:
         privacy = group.privacy
         central = privacy.central

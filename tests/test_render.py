@@ -190,6 +190,12 @@ class TestTable:
         assert text.count("CI covers the truth for") == len(TRUTH)
         assert "rejected (decrypt 2)" in text
 
+    def test_wrong_key_hint(self) -> None:
+        """When nothing decrypts, the table says the key is probably the wrong one."""
+        other, _ = generate_keypair()
+        result = aggregate(MemorySource(SEALED[:20]), other)
+        assert "every report failed to decrypt: is --key the private key" in to_table(result)
+
     def test_render_dispatch(self) -> None:
         """render() knows exactly the documented formats."""
         for fmt in FORMATS:
