@@ -107,6 +107,19 @@ class _BufferedSource:
             self._refill()
         return self._words.pop()
 
+    def words(self, count: int) -> list[int]:
+        """The next ``count`` words, in the order :meth:`word` would return them."""
+        out: list[int] = []
+        while len(out) < count:
+            if not self._words:
+                self._refill()
+            take = min(count - len(out), len(self._words))
+            chunk = self._words[-take:]
+            del self._words[-take:]
+            chunk.reverse()  # word() pops from the end
+            out += chunk
+        return out
+
     def randbelow(self, n: int) -> int:
         """A uniform integer in ``[0, n)``, exactly (rejection sampling, no modulo bias)."""
         if n <= 0:
@@ -144,6 +157,13 @@ class SystemSource(_BufferedSource):
             self._pid = pid
             self._words = []
         return super().word()
+
+    def words(self, count: int) -> list[int]:
+        """The next ``count`` words from the OS CSPRNG."""
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._words = []
+        return super().words(count)
 
 
 class HmacSource(_BufferedSource):

@@ -302,3 +302,28 @@ class TestOlhHashBroadcasting:
         for seed in (0, 12345, (1 << 32) - 1):
             buckets = olh_hash_many(seed, items, 8)
             assert buckets.tolist() == [olh_hash(seed, int(x), 8) for x in items]
+
+
+class TestUnaryDrawPaths:
+    """The bulk and word-at-a-time paths of ue_draw agree draw for draw."""
+
+    def test_bulk_and_single_word_paths_agree(self) -> None:
+        """With the same HMAC stream, a source without words() gives the same bitmasks."""
+        from ldp.mechanisms import ue_draw
+        from ldp.sampling import HmacSource, prob_down, prob_up
+
+        class OneWordAtATime:
+            def __init__(self) -> None:
+                self.inner = HmacSource(b"s" * 32, b"x")
+
+            def word(self) -> int:
+                return self.inner.word()
+
+            def randbelow(self, n: int) -> int:
+                return self.inner.randbelow(n)
+
+        p, q = prob_down(0.7), prob_up(0.2)
+        for bits in (0, 1, 5, (1 << 64) - 1, 1 << 63, 12345678901234):
+            for d in (1, 8, 64, 65):
+                bulk = ue_draw(bits, d, p, q, HmacSource(b"s" * 32, b"x"))
+                assert bulk == ue_draw(bits, d, p, q, OneWordAtATime()), (bits, d)

@@ -322,3 +322,25 @@ class TestSampleDistinct:
         """k outside [0, n] is a ParameterError naming k and the range."""
         with pytest.raises(ParameterError, match=rf"\({k}\) must be in \[0, {n}\]"):
             sample_distinct(n, k, SYSTEM)
+
+
+class TestWords:
+    """Bulk words come out exactly as the same number of single words would."""
+
+    def test_words_match_single_draws_for_hmac(self) -> None:
+        """An HMAC stream read in bulk equals the stream read one word at a time."""
+        from ldp.sampling import HmacSource
+
+        bulk = HmacSource(b"k" * 32, b"label")
+        single = HmacSource(b"k" * 32, b"label")
+        got = bulk.words(3) + bulk.words(20) + [bulk.word()] + bulk.words(9)
+        assert got == [single.word() for _ in range(33)]
+
+    def test_system_words_are_32_bit(self) -> None:
+        """The OS source's bulk words are in [0, 2**32) and not all equal."""
+        from ldp.sampling import SYSTEM
+
+        words = SYSTEM.words(300)
+        assert len(words) == 300
+        assert all(0 <= w < 1 << 32 for w in words)
+        assert len(set(words)) > 290
