@@ -253,7 +253,9 @@ def demo(
             workers=workers,
             out=out,
             console=console,
-            say=lambda text: console.print(f"[bold cyan]demo:[/] {text}", highlight=False),
+            say=lambda text: console.print(
+                f"[bold cyan]demo:[/] {text}", highlight=False, soft_wrap=True
+            ),
         )
     except DemoError as exc:
         _fail(str(exc))
