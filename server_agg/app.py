@@ -1,4 +1,4 @@
-"""`20i-agg`: the maintainers' command line (collector, keys, export; analysis commands join it).
+"""`20i-agg`: the maintainers' command line (collector, keys, export, prune; analysis joins it).
 
 Commands stay thin: parse options, call one function of a module, echo the result. Every
 expected failure becomes one line on stderr and exit code 1, never a traceback. Heavy imports
@@ -134,6 +134,46 @@ def export_command(
     typer.echo(f"exported {result.rows} reports in {len(result.files)} file(s) under {out}")
     for path in result.files:
         typer.echo(f"  {path}")
+
+
+@app.command()
+def prune(
+    store: Annotated[Path, typer.Option("--store", help="The collector's SQLite file.")],
+    keep_days: Annotated[
+        int,
+        typer.Option("--keep-days", help="Keep reports that arrived in the last N UTC days."),
+    ] = 400,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only count what would be deleted.")
+    ] = False,
+) -> None:
+    """Delete reports past the retention period (PRIVACY.md); safe while `serve` runs."""
+    from server_agg.store import Store, StoreError, first_kept_day, utc_today
+
+    if keep_days < 1:
+        _fail(f"--keep-days ({keep_days}) must be >= 1")
+    try:
+        with Store(store, create=False) as opened:
+            result = opened.prune(first_kept_day(keep_days, utc_today()), dry_run=dry_run)
+    except StoreError as exc:
+        _fail(str(exc))
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{verb} {result.deleted} reports that arrived before {result.before_day} "
+        f"(keeping {keep_days} days)"
+    )
+    if result.unexported:
+        typer.echo(
+            f"20i-agg: warning: {result.unexported} of them were never exported to Parquet; "
+            f"retention {'would delete' if dry_run else 'deletes'} them anyway",
+            err=True,
+        )
+    if result.deleted and not dry_run and not result.checkpointed:
+        typer.echo(
+            "20i-agg: note: the store was busy, so the write-ahead log keeps old copies of the "
+            "deleted pages until SQLite's next full checkpoint",
+            err=True,
+        )
 
 
 register_analyzer(app)

@@ -11,6 +11,10 @@ which outlives the process, so a commit survives SIGKILL, an OOM kill or a crash
 collector (the SIGKILL test proves it). Only an OS crash or power loss before the next
 checkpoint can drop the last commits, and the database stays consistent even then (WAL frames
 are checksummed). ``synchronous=FULL`` also fsyncs the WAL at every commit, for power loss.
+
+Retention: :meth:`Store.prune` deletes reports past the retention period (PRIVACY.md). Every
+connection runs with ``secure_delete`` (FAST while collecting, ON while pruning), so a deleted
+report's bytes are overwritten, not left in page slack, free pages or the write-ahead log.
 """
 
 from __future__ import annotations
@@ -22,20 +26,27 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 __all__ = [
+    "DEFAULT_KEEP_DAYS",
     "SCHEMA_VERSION",
     "ExportClaim",
+    "PruneResult",
     "Store",
     "StoreError",
+    "first_kept_day",
     "utc_today",
 ]
 
 #: Bumped whenever the table layout changes; a store newer than the code is refused.
 SCHEMA_VERSION = 1
+
+#: Retention promised in PRIVACY.md: a report is deleted 400 days after the day it arrived
+#: (a little over a year, so that a week can be compared with the same week a year earlier).
+DEFAULT_KEEP_DAYS = 400
 
 _DAY_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
@@ -69,6 +80,37 @@ class StoreError(Exception):
 def utc_today() -> date:
     """The current date in UTC: the only clock reading the store ever keeps."""
     return datetime.now(UTC).date()
+
+
+def first_kept_day(keep_days: int, today: date) -> date:
+    """The oldest arrival day that ``keep_days`` days of retention keep, counted in UTC days.
+
+    The kept days are ``today`` and the ``keep_days - 1`` days before it, so a report that
+    arrived on day D is deleted by the first prune on or after day D + ``keep_days``.
+    """
+    if isinstance(keep_days, bool) or not isinstance(keep_days, int) or keep_days < 1:
+        raise ValueError(f"keep_days ({keep_days!r}) must be an integer >= 1")
+    try:
+        return today - timedelta(days=keep_days - 1)
+    except OverflowError:  # further back than year 1: nothing can be that old
+        return date.min
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What one :meth:`Store.prune` did (or, with ``dry_run``, would do).
+
+    ``unexported`` counts the deleted reports that no finished export run covered: their only
+    copy is gone. ``checkpointed`` is ``False`` when the write-ahead log could not be emptied
+    because another connection was busy (SQLite's later checkpoints then overwrite it), and
+    always ``False`` for a dry run or when nothing was deleted.
+    """
+
+    before_day: str
+    deleted: int
+    unexported: int
+    dry_run: bool
+    checkpointed: bool
 
 
 @dataclass(frozen=True)
@@ -137,6 +179,10 @@ class Store:
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is required")
         db.execute(f"PRAGMA synchronous = {synchronous}")
+        # Zero the slack that page splits and deletions leave, at no extra I/O: without it a
+        # page keeps stale copies of rows it once held, which a prune could not reach. (Some
+        # SQLite builds default to ON, others to OFF: say it here.) prune() switches to ON.
+        db.execute("PRAGMA secure_delete = FAST")
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
             raise sqlite3.OperationalError(
@@ -296,6 +342,84 @@ class Store:
         rows = self._query("PRAGMA integrity_check")
         return "\n".join(str(r[0]) for r in rows)
 
+    # -- retention -------------------------------------------------------------------------------
+
+    def prune(
+        self, before_day: str | date, *, dry_run: bool = False, window: int = 1000
+    ) -> PruneResult:
+        """Delete every report that arrived before ``before_day``; with ``dry_run`` only count.
+
+        Retention wins over export bookkeeping: reports no finished export covered are deleted
+        too, and counted in ``unexported`` so the caller can warn. Rowids are never reused
+        (AUTOINCREMENT), so export ranges stay valid and later claims are unaffected.
+
+        Safe beside a running collector: the table is walked in windows of ``window`` rowids,
+        each read in its own short query and each deletion in its own short write transaction,
+        so the collector's commits wait milliseconds at most. ``secure_delete`` overwrites the
+        deleted rows (and their digests) with zeros; a final ``wal_checkpoint(TRUNCATE)`` then
+        writes the zeroed pages into the database file and empties the write-ahead log, which
+        held the old page images. There is no VACUUM: it would lock the collector out for as
+        long as it copies the whole file, and secure_delete already leaves nothing to recover;
+        free pages are reused by later reports.
+        """
+        if isinstance(before_day, datetime):
+            raise TypeError(f"before_day ({before_day!r}) must be a date, not a datetime")
+        cutoff = _check_day(before_day.isoformat() if isinstance(before_day, date) else before_day)
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"window ({window!r}) must be an integer >= 1")
+        # Reports stored from now on arrived today, not before any cutoff that a retention of
+        # one day or more gives (first_kept_day): the walk can stop at today's last rowid.
+        top = int(self._query("SELECT coalesce(max(id), 0) FROM reports")[0][0])
+        deleted = unexported = 0
+        secure = ("OFF", "ON", "FAST")[int(self._query("PRAGMA secure_delete")[0][0])]
+        try:
+            if not dry_run:
+                self._query("PRAGMA secure_delete = ON")
+            for low in range(0, top, window):
+                bounds = (low, low + window, cutoff)
+                found, lost = self._query(_EXPIRED_SQL, bounds)[0]
+                if not found:
+                    continue
+                if dry_run:
+                    deleted += int(found)
+                    unexported += int(lost)
+                    continue
+                found, lost = self._delete_window(bounds)
+                deleted += found
+                unexported += lost
+        finally:
+            if not dry_run:
+                self._query(f"PRAGMA secure_delete = {secure}")
+        checkpointed = False
+        if deleted and not dry_run:
+            # Blocks new writers while it waits (busy timeout) for readers to move on; the
+            # deletions are committed either way, so a failure only delays the overwrite.
+            try:
+                busy = self._query("PRAGMA wal_checkpoint(TRUNCATE)")[0][0]
+            except StoreError:
+                busy = 1
+            checkpointed = int(busy) == 0
+        return PruneResult(cutoff, deleted, unexported, dry_run, checkpointed)
+
+    def _delete_window(self, bounds: tuple[int, int, str]) -> tuple[int, int]:
+        """Count and delete one window's expired reports in one short write transaction."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    found, lost = self._db.execute(_EXPIRED_SQL, bounds).fetchone()
+                    self._db.execute(
+                        "DELETE FROM reports WHERE id > ? AND id <= ? AND day < ?", bounds
+                    )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot write to store {self.path}: {exc}") from None
+        return int(found), int(lost or 0)
+
     # -- export bookkeeping ----------------------------------------------------------------------
 
     def pending_export(self) -> ExportClaim | None:
@@ -388,6 +512,14 @@ class Store:
         )
         return {int(i): bytes(c) for i, c in rows}
 
+
+#: Expired reports in one rowid window, and how many of them no finished export run covered.
+_EXPIRED_SQL = """
+SELECT count(*), coalesce(sum(NOT EXISTS (
+    SELECT 1 FROM exports e WHERE e.state = 'done' AND r.id > e.first_id AND r.id <= e.last_id
+)), 0)
+FROM reports r WHERE r.id > ? AND r.id <= ? AND r.day < ?
+"""
 
 #: Rows per multi-row INSERT (3 variables each, far under SQLite's 32766-variable limit).
 _ROWS_PER_INSERT = 256
