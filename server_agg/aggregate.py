@@ -17,11 +17,13 @@ The local engine opens envelopes in worker *processes*: ``cryptography``'s HPKE 
 
 from __future__ import annotations
 
+import collections
 import functools
 import gc
 import json
 import math
 import multiprocessing
+import os
 import re
 import sys
 import threading
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -70,8 +72,12 @@ __all__ = [
     "GroupResult",
     "KindPrivacy",
     "MemorySource",
+    "ParquetSlice",
     "ParquetSource",
+    "ReadTask",
     "Source",
+    "SplitSource",
+    "StoreRange",
     "StoreSource",
     "aggregate",
     "count_ciphertexts",
@@ -509,6 +515,23 @@ class Source(Protocol):
     def chunks(self, size: int) -> Iterator[list[bytes]]: ...
 
 
+class ReadTask(Protocol):
+    """A picklable description of one chunk that a worker process reads for itself."""
+
+    def read(self) -> list[bytes]: ...
+
+
+@runtime_checkable
+class SplitSource(Source, Protocol):
+    """A source whose chunks worker processes can read themselves (no hand-off of ciphertexts).
+
+    ``tasks(size)`` yields descriptions of about ``size`` reports each, cheap to produce and
+    to pickle; read one by one they give every report exactly once, as ``chunks`` does.
+    """
+
+    def tasks(self, size: int) -> Iterator[ReadTask]: ...
+
+
 @dataclass(frozen=True)
 class MemorySource:
     """Ciphertexts already in memory (tests and benchmarks)."""
@@ -567,6 +590,45 @@ class StoreSource:
                 raise AggregateError(str(exc)) from None
             if chunk:
                 yield chunk
+
+    def tasks(self, size: int) -> Iterator[StoreRange]:
+        """Rowid ranges of ``size`` reports; only rowids are read here, one query per range."""
+        from server_agg.store import StoreError
+
+        with self._open() as store:
+            try:
+                for first, last, _rows in store.rowid_ranges(self.day, size):
+                    yield StoreRange(str(self.path), first, last, self.day)
+            except StoreError as exc:
+                raise AggregateError(str(exc)) from None
+
+
+#: Per process (keyed by pid, so a forked child never uses its parent's connection): a
+#: read-only connection per store, opened on a worker's first task and kept for the next ones.
+_READERS: dict[tuple[int, str], Any] = {}
+
+
+@dataclass(frozen=True)
+class StoreRange:
+    """One task: the reports with ``first <= rowid <= last`` (on ``day``) of one store."""
+
+    path: str
+    first: int
+    last: int
+    day: str | None = None
+
+    def read(self) -> list[bytes]:
+        """The range's ciphertexts, through this process's read-only connection to the store."""
+        from server_agg.store import Store, StoreError
+
+        slot = (os.getpid(), self.path)
+        try:
+            store = _READERS.get(slot)
+            if store is None:
+                store = _READERS[slot] = Store.open_read_only(self.path)
+            return list(store.read_range(self.first, self.last, self.day))
+        except StoreError as exc:
+            raise AggregateError(str(exc)) from None
 
 
 def parquet_files(directory: Path) -> list[Path]:
@@ -629,6 +691,55 @@ class ParquetSource:
         for path in self.files():
             yield from iter_parquet(path, size)
 
+    def tasks(self, size: int) -> Iterator[ParquetSlice]:
+        """Slices of ``size`` rows of each row group, in file order; only footers are read here."""
+        import pyarrow.parquet as pq
+
+        for path in self.files():
+            try:
+                handle = pq.ParquetFile(path)
+                if "ciphertext" not in handle.schema_arrow.names:
+                    raise AggregateError(f"Parquet file {path} has no 'ciphertext' column")
+                meta = handle.metadata
+                groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            except (OSError, ValueError) as exc:
+                raise AggregateError(f"cannot read Parquet file {path}: {exc}") from None
+            for group, rows in enumerate(groups):
+                for start in range(0, rows, size):
+                    yield ParquetSlice(str(path), group, start, min(start + size, rows))
+
+
+#: Per process: the row group read last, as ``((pid, path, mtime, row group), ciphertexts)``.
+#: Consecutive slices of a row group mostly go to the same few workers, so each worker reads
+#: a row group about once; at most one row group per process is held.
+_ROW_GROUP: list[tuple[tuple[int, str, int, int], list[bytes]]] = []
+
+
+@dataclass(frozen=True)
+class ParquetSlice:
+    """One task: rows ``start`` to ``stop`` (exclusive) of one row group of a Parquet file."""
+
+    path: str
+    row_group: int
+    start: int
+    stop: int
+
+    def read(self) -> list[bytes]:
+        """The slice's ciphertexts (the row group is read once per process and kept)."""
+        import pyarrow.parquet as pq
+
+        try:
+            slot = (os.getpid(), self.path, os.stat(self.path).st_mtime_ns, self.row_group)
+            if not _ROW_GROUP or _ROW_GROUP[0][0] != slot:
+                _ROW_GROUP.clear()  # free the previous row group before reading the next
+                table = pq.ParquetFile(self.path).read_row_group(
+                    self.row_group, columns=["ciphertext"]
+                )
+                _ROW_GROUP.append((slot, table.column(0).to_pylist()))
+            return _ROW_GROUP[0][1][self.start : self.stop]
+        except (OSError, ValueError, KeyError) as exc:
+            raise AggregateError(f"cannot read Parquet file {self.path}: {exc}") from None
+
 
 # --------------------------------------------------------------------------- local engine
 
@@ -655,6 +766,10 @@ def _work(chunk: list[bytes]) -> Counts:
         kind=_WORKER["kind"],
         period=_WORKER["period"],
     )
+
+
+def _work_task(task: ReadTask) -> Counts:
+    return _work(task.read())
 
 
 def _private_bytes(key: X25519PrivateKey) -> bytes:
@@ -690,6 +805,11 @@ def count_source(
     other threads' locks in an unknown state), which starts them in milliseconds; otherwise
     they come from a fork server (or are spawned where there is none). ``on_progress`` gets the
     number of items finished after each chunk.
+
+    Sources that can be split (:class:`SplitSource`: stores and Parquet exports) are not read
+    here: this process only lists tasks (rowid ranges, row-group slices) and each worker reads
+    its own, so no ciphertext is read, pickled or copied by this process, whose CPU would
+    otherwise compete with the workers'. Other sources are read here and handed over in chunks.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 256:
         raise AggregateError(f"workers ({workers!r}) must be an integer in [1, 256]")
@@ -728,19 +848,26 @@ def count_source(
             initializer=_init_worker,
             initargs=init_args,
         ) as pool:
-            pending: list[tuple[Future[Counts], int]] = []
-            for chunk in source.chunks(chunk_size):
-                pending.append((pool.submit(_work, chunk), len(chunk)))
+            submissions: Iterator[Future[Counts]]
+            if isinstance(source, SplitSource):
+                submissions = (pool.submit(_work_task, t) for t in source.tasks(chunk_size))
+            else:
+                submissions = (pool.submit(_work, c) for c in source.chunks(chunk_size))
+            pending: collections.deque[Future[Counts]] = collections.deque()
+
+            def finish_one() -> None:
+                counts = pending.popleft().result()
+                total.add(counts)
+                if on_progress is not None:
+                    on_progress(counts.read)  # every item of a chunk is read and counted once
+
+            for future in submissions:
+                pending.append(future)
                 # Bounded memory: never more than two chunks per worker in flight.
                 while len(pending) >= 2 * workers:
-                    future, size = pending.pop(0)
-                    total.add(future.result())
-                    if on_progress is not None:
-                        on_progress(size)
-            for future, size in pending:
-                total.add(future.result())
-                if on_progress is not None:
-                    on_progress(size)
+                    finish_one()
+            while pending:
+                finish_one()
     finally:
         if freeze:
             gc.unfreeze()

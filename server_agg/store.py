@@ -512,6 +512,81 @@ class Store:
         )
         return {int(i): bytes(c) for i, c in rows}
 
+    # -- parallel reading (analyzer workers) -----------------------------------------------------
+
+    @classmethod
+    def open_read_only(cls, path: str | Path) -> Store:
+        """A connection that can only read: for processes that must never write to the store.
+
+        The analyzer's worker processes each read their own rowid ranges through one of these.
+        Unlike the constructor it creates nothing, takes no write lock (the collector keeps
+        committing) and refuses every write (``mode=ro`` and ``query_only``).
+        """
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        store._clock = utc_today
+        store._lock = threading.Lock()
+        if not store.path.is_file():
+            raise StoreError(f"no store at {store.path}")
+        try:
+            store._db = sqlite3.connect(
+                store.path.resolve().as_uri() + "?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=10.0,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {store.path}: {exc}") from None
+        try:
+            store._db.execute("PRAGMA busy_timeout = 10000")
+            store._db.execute("PRAGMA query_only = 1")
+            version = int(store._db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise sqlite3.OperationalError(
+                    f"schema version {version} is newer than this program's ({SCHEMA_VERSION})"
+                )
+        except sqlite3.Error as exc:
+            store._db.close()
+            raise StoreError(f"cannot open store {store.path}: {exc}") from None
+        return store
+
+    def rowid_ranges(
+        self, day: str | None = None, size: int = 1000
+    ) -> Iterator[tuple[int, int, int]]:
+        """``(first, last, rows)``: consecutive rowid ranges holding ``size`` reports each.
+
+        ``rows`` reports (on ``day``, if given) have ``first <= rowid <= last``; the last range
+        may hold fewer. Only rowids are read, one short query per range (keyset pagination, as
+        :meth:`iter_reports`), so splitting a big store costs little and holds no transaction.
+        Reports committed while the ranges are listed may or may not be included.
+        """
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size ({size!r}) must be an integer >= 1")
+        where, params = ("", []) if day is None else (" AND day = ?", [_check_day(day)])
+        sql = (
+            "SELECT count(*), max(id) FROM (SELECT id FROM reports "  # noqa: S608  # where is one of two constant strings
+            f"WHERE id > ?{where} ORDER BY id LIMIT ?)"
+        )
+        last = 0
+        while True:
+            rows, top = self._query(sql, [last, *params, size])[0]
+            if not rows:
+                return
+            yield last + 1, int(top), int(rows)
+            if rows < size:
+                return
+            last = int(top)
+
+    def read_range(self, first: int, last: int, day: str | None = None) -> list[bytes]:
+        """The ciphertexts with ``first <= rowid <= last`` (and on ``day``), in rowid order."""
+        where, params = ("", []) if day is None else (" AND day = ?", [_check_day(day)])
+        rows = self._query(
+            f"SELECT ciphertext FROM reports WHERE id BETWEEN ? AND ?{where} ORDER BY id",  # noqa: S608  # where is one of two constant strings
+            [first, last, *params],
+        )
+        return [bytes(row[0]) for row in rows]
+
 
 #: Expired reports in one rowid window, and how many of them no finished export run covered.
 _EXPIRED_SQL = """

@@ -37,7 +37,7 @@ from server_agg.aggregate import (
 )
 from server_agg.export import export
 from server_agg.simulate import GeneratorSource, make_population
-from server_agg.store import Store
+from server_agg.store import Store, StoreError
 
 SCHEMA = shipped_schema()
 PRIVATE, PUBLIC = generate_keypair()
@@ -368,6 +368,97 @@ class TestSources:
         pq.write_table(pa.table({"other": [1, 2]}), tmp_path / "bad.parquet")
         with pytest.raises(AggregateError, match="no 'ciphertext' column"):
             list(ParquetSource(tmp_path / "bad.parquet").chunks(10))
+
+
+def _mixed_store(path: Path) -> tuple[int, Counter[str]]:
+    """A store over three days with garbage mixed in; returns its size and expected rejects."""
+    garbage, expected = _garbage(np.random.default_rng(9))
+    mixed = list(SEALED)
+    for i, item in enumerate(garbage):
+        mixed.insert((11 * i) % len(mixed), item)
+    days = iter([date(2026, 3, 2), date(2026, 3, 3), date(2026, 3, 4)])
+    current = {"day": next(days)}
+    with Store(path, clock=lambda: current["day"]) as store:
+        for start in range(0, len(mixed), 70):
+            store.add_batch(mixed[start : start + 70])
+            current["day"] = next(days, current["day"])
+    return len(mixed), expected
+
+
+class TestWorkerReads:
+    """With several workers, stores and Parquet exports are read by the workers themselves."""
+
+    def test_store_workers_equal_one_process(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Two workers reading rowid ranges count exactly like one process, rejects included."""
+        n, expected = _mixed_store(tmp_path / "s.sqlite")
+        source = StoreSource(tmp_path / "s.sqlite")
+        one = count_source(source, PRIVATE)
+
+        def refuse(*args: object) -> None:
+            raise AssertionError("the main process read ciphertexts")
+
+        monkeypatch.setattr(StoreSource, "chunks", refuse)
+        seen: list[int] = []
+        two = count_source(source, PRIVATE, workers=2, chunk_size=37, on_progress=seen.append)
+        assert two.to_plain() == one.to_plain()
+        assert dict(two.rejects) == dict(expected)
+        assert two.read == n
+        assert sum(seen) == n == source.total()
+        assert len(seen) == -(-n // 37)  # one call per range of 37 reports
+
+    def test_store_workers_read_one_day(self, tmp_path: Path) -> None:
+        """A day filter gives each worker only that day's reports, as one process reads them."""
+        _mixed_store(tmp_path / "s.sqlite")
+        source = StoreSource(tmp_path / "s.sqlite", day="2026-03-03")
+        seen: list[int] = []
+        two = count_source(source, PRIVATE, workers=2, chunk_size=16, on_progress=seen.append)
+        assert two.to_plain() == count_source(source, PRIVATE).to_plain()
+        assert sum(seen) == two.read == source.total() == 70
+
+    def test_parquet_workers_equal_one_process(self, tmp_path: Path) -> None:
+        """Two workers reading row-group slices count exactly like one process."""
+        n, expected = _mixed_store(tmp_path / "s.sqlite")
+        with Store(tmp_path / "s.sqlite") as store:
+            export(store, tmp_path / "out")
+        source = ParquetSource(tmp_path / "out")
+        seen: list[int] = []
+        two = count_source(source, PRIVATE, workers=2, chunk_size=33, on_progress=seen.append)
+        assert two.to_plain() == count_source(source, PRIVATE, chunk_size=33).to_plain()
+        assert (
+            two.to_plain() == count_source(StoreSource(tmp_path / "s.sqlite"), PRIVATE).to_plain()
+        )
+        assert dict(two.rejects) == dict(expected)
+        assert sum(seen) == n == source.total()
+
+    def test_tasks_cover_every_item_once(self, tmp_path: Path) -> None:
+        """Reading every task gives the same items, in the same order, as reading the chunks."""
+        _mixed_store(tmp_path / "s.sqlite")
+        with Store(tmp_path / "s.sqlite") as store:
+            export(store, tmp_path / "out")
+        for source in (
+            StoreSource(tmp_path / "s.sqlite"),
+            StoreSource(tmp_path / "s.sqlite", day="2026-03-04"),
+            ParquetSource(tmp_path / "out"),
+        ):
+            from_tasks = [item for task in source.tasks(23) for item in task.read()]
+            from_chunks = [item for chunk in source.chunks(23) for item in chunk]
+            assert from_tasks == from_chunks
+            assert all(len(task.read()) <= 23 for task in source.tasks(23))
+
+    def test_worker_connection_is_read_only(self, tmp_path: Path) -> None:
+        """The workers' connection refuses writes, and a missing store is named."""
+        _mixed_store(tmp_path / "s.sqlite")
+        reader = Store.open_read_only(tmp_path / "s.sqlite")
+        try:
+            with pytest.raises(StoreError, match="cannot write"):
+                reader.add_batch([b"x" * 40])
+            assert len(reader.read_range(1, 10**9)) == reader.count()
+        finally:
+            reader.close()
+        with pytest.raises(AggregateError, match="no store at"):
+            agg.StoreRange(str(tmp_path / "nope.sqlite"), 1, 10).read()
 
 
 class TestFilters:
