@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,39 +29,10 @@ from ldp.budget import Ledger, memo_digest, per_report_epsilon
 from ldp.report import decode_report
 from ldp.sampling import HmacSource
 from ldp.schema import shipped_schema
+from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
 
-ENV_NAMES = (
-    "DO_NOT_TRACK",
-    "TWENTYI_TELEMETRY",
-    "CI",
-    "TWENTYI_TELEMETRY_ENDPOINT",
-    "TWENTYI_TELEMETRY_PUBLIC_KEY",
-)
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("status", "enable", "disable", "info", "preview", "log", "policy")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def built_once() -> Iterator[None]:
-    """Build the Click command of `20i` once: Typer rebuilds it on every invoke (~20 ms)."""
-    command = typer.main.get_command(app)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(typer.testing, "_get_command", lambda _app: command)
-        yield
-
-
-@pytest.fixture
-def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
-    """Point every user dir at tmp_path, clear the telemetry variables, cd to an empty dir."""
-    for name in ENV_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    for var, sub in (("XDG_CONFIG_HOME", "c"), ("XDG_STATE_HOME", "s"), ("XDG_CACHE_HOME", "k")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return Paths.default()
 
 
 def run(*args: str, env: dict[str, str | None] | None = None) -> typer.testing.Result:

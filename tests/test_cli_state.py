@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +20,8 @@ from cli.app import app, main
 from cli.state import Paths
 from cli.tally import read_tally
 from ldp.envelope import fingerprint, generate_keypair, public_key_to_text
+from tests.cli_support import ENV_NAMES, built_once_fixture, isolate  # noqa: F401 - fixtures
 
-ENV_NAMES = (
-    "DO_NOT_TRACK",
-    "TWENTYI_TELEMETRY",
-    "CI",
-    "TWENTYI_TELEMETRY_ENDPOINT",
-    "TWENTYI_TELEMETRY_PUBLIC_KEY",
-)
 EVERY_COMMAND = (
     ["enable"],
     ["enable", "--errors"],
@@ -44,27 +37,10 @@ EVERY_COMMAND = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def built_once() -> Iterator[None]:
-    """Build the Click command of `20i` once: Typer rebuilds it on every invoke (~20 ms)."""
-    command = typer.main.get_command(app)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(typer.testing, "_get_command", lambda _app: command)
-        yield
-
-
 @pytest.fixture
 def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Clear the telemetry variables, point the user dirs at tmp_path; return an empty cwd."""
-    for name in ENV_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    for var, sub in (("XDG_CONFIG_HOME", "c"), ("XDG_STATE_HOME", "s"), ("XDG_CACHE_HOME", "k")):
-        monkeypatch.setenv(var, str(tmp_path / "xdg" / sub))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    cwd = tmp_path / "work"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    return cwd
+    return isolate(tmp_path, monkeypatch, tmp_path / "xdg")
 
 
 def run(*args: str, env: dict[str, str | None] | None = None) -> typer.testing.Result:

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import typer
-import typer.main
-import typer.testing
 from typer.testing import CliRunner
 
 from cli import tracking
@@ -22,14 +18,8 @@ from cli.spool import MAX_REPORTS
 from cli.state import Paths, count_spooled
 from cli.tally import ErrorsTally, Tally, UsageTally, read_tally, write_tally
 from ldp.envelope import generate_keypair, public_key_to_text
+from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
 
-ENV_NAMES = (
-    "DO_NOT_TRACK",
-    "TWENTYI_TELEMETRY",
-    "CI",
-    "TWENTYI_TELEMETRY_ENDPOINT",
-    "TWENTYI_TELEMETRY_PUBLIC_KEY",
-)
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 2026-W49: week 2026-W48 of T0 has ended
 POLICY = CURRENT_POLICY = load_defaults()["policy_version"]
@@ -38,29 +28,6 @@ CONSENTS = ("none", "usage", "both", "disabled", "garbled", "old-policy")
 DNT_VALUES = (None, "", "False", "off", "1", "yes")
 KILL_VALUES = (None, "0", "1")
 CI_VALUES = (None, "true")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def built_once() -> Iterator[None]:
-    """Build the Click command of `20i` once: Typer rebuilds it on every invoke (~20 ms)."""
-    command = typer.main.get_command(app)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(typer.testing, "_get_command", lambda _app: command)
-        yield
-
-
-@pytest.fixture
-def paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
-    """Point every user dir at tmp_path, clear the telemetry variables, cd to an empty dir."""
-    for name in ENV_NAMES:
-        monkeypatch.delenv(name, raising=False)
-    for var, sub in (("XDG_CONFIG_HOME", "c"), ("XDG_STATE_HOME", "s"), ("XDG_CACHE_HOME", "k")):
-        monkeypatch.setenv(var, str(tmp_path / sub))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return Paths.default()
 
 
 def set_consent(paths: Paths, state: str) -> None:
