@@ -27,8 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import machine_line, write_section  # noqa: E402  # needs ROOT on the path
 from cli import tracking  # noqa: E402
-from cli.consent import NO_CONSENT, write_consent  # noqa: E402
+from cli.consent import NO_CONSENT, shipped_policy_version, write_consent  # noqa: E402
 from cli.state import Paths  # noqa: E402
+
+POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
 HOST = ROOT / "examples" / "host_cli.py"
 TARGET_RATIO = 1.05
@@ -54,10 +56,10 @@ def make_env(root: Path, on: bool) -> dict[str, str]:
     )
     if on:
         now = datetime.now(UTC)
-        consent = NO_CONSENT.decided("usage", True, now, "1", None)
+        consent = NO_CONSENT.decided("usage", True, now, POLICY, None)
         write_consent(
             root / "config" / "20i" / "telemetry-consent.json",
-            consent.decided("errors", True, now, "1", None),
+            consent.decided("errors", True, now, POLICY, None),
         )
     return env
 
@@ -132,7 +134,7 @@ def main() -> None:
         paths_off = Paths(base / "p-off" / "c", base / "p-off" / "s", base / "p-off" / "k")
         paths_on = Paths(base / "p-on" / "c", base / "p-on" / "s", base / "p-on" / "k")
         now = datetime.now(UTC)
-        write_consent(paths_on.consent_file, NO_CONSENT.decided("usage", True, now, "1", None))
+        write_consent(paths_on.consent_file, NO_CONSENT.decided("usage", True, now, POLICY, None))
         quiet: dict[str, str] = {}
         record_off = in_process(paths_off, quiet, 500)
         record_on = in_process(paths_on, quiet, 500)

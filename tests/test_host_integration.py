@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from cli.consent import NO_CONSENT, write_consent
+from cli.consent import NO_CONSENT, shipped_policy_version, write_consent
 from cli.tally import Tally
+
+POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = REPO / "examples" / "host_cli.py"
@@ -51,8 +53,8 @@ def environment(root: Path, scenario: str) -> dict[str, str]:
     )
     consent_file = dirs["config"] / "20i" / "telemetry-consent.json"
     if scenario != "off":
-        consent = NO_CONSENT.decided("usage", True, T0, "1", None)
-        write_consent(consent_file, consent.decided("errors", True, T0, "1", None))
+        consent = NO_CONSENT.decided("usage", True, T0, POLICY, None)
+        write_consent(consent_file, consent.decided("errors", True, T0, POLICY, None))
     if scenario == "config-unwritable":
         # As root, chmod cannot stop us: a regular file where the config dir goes can.
         consent_file.unlink()

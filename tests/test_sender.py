@@ -20,11 +20,13 @@ import httpx
 import pytest
 
 from cli import sender, spool
-from cli.consent import NO_CONSENT, Consent, decide, write_consent
+from cli.consent import NO_CONSENT, Consent, decide, shipped_policy_version, write_consent
 from cli.endpoint import resolve
 from cli.sentlog import MAX_LOG_BYTES, read_sent_log
 from cli.state import Paths
 from ldp.envelope import generate_keypair, open_sealed, public_key_to_text
+
+POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -51,8 +53,8 @@ def env(keys: tuple[object, str]) -> dict[str, str]:
 
 
 def consent(usage: bool = True, errors: bool = True, as_of: datetime = AS_OF) -> Consent:
-    c = NO_CONSENT.decided("usage", usage, as_of, "1", None)
-    return c.decided("errors", errors, as_of, "1", None)
+    c = NO_CONSENT.decided("usage", usage, as_of, POLICY, None)
+    return c.decided("errors", errors, as_of, POLICY, None)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from cli import sender, spool
-from cli.consent import NO_CONSENT, decide, write_consent
+from cli.consent import NO_CONSENT, decide, shipped_policy_version, write_consent
 from cli.pipeline import roll_over
 from cli.sentlog import read_sent_log
 from cli.state import Paths, load_secret
@@ -39,6 +39,8 @@ from ldp.report import decode_report, period_start
 from ldp.schema import shipped_schema
 from server_agg.keys import generate, load_private
 from server_agg.store import Store
+
+POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = REPO / "examples" / "host_cli.py"
@@ -206,9 +208,9 @@ class Machine:
     def opt_in(self, errors: bool = True, as_of: datetime | None = None) -> None:
         """Consent as `20i telemetry enable` writes it, by default two weeks ago."""
         as_of = datetime.now(UTC) - timedelta(days=14) if as_of is None else as_of
-        consent = NO_CONSENT.decided("usage", True, as_of, "1", None)
+        consent = NO_CONSENT.decided("usage", True, as_of, POLICY, None)
         if errors:
-            consent = consent.decided("errors", True, as_of, "1", None)
+            consent = consent.decided("errors", True, as_of, POLICY, None)
         write_consent(self.paths.consent_file, consent)
 
     def finished_week(self) -> str:
