@@ -138,7 +138,15 @@ def export_command(
 
 @app.command()
 def prune(
-    store: Annotated[Path, typer.Option("--store", help="The collector's SQLite file.")],
+    store: Annotated[
+        Path | None, typer.Option("--store", help="The collector's SQLite file.")
+    ] = None,
+    exports: Annotated[
+        Path | None,
+        typer.Option(
+            "--exports", help="A Parquet export directory whose old day=* folders go too."
+        ),
+    ] = None,
     keep_days: Annotated[
         int,
         typer.Option("--keep-days", help="Keep reports that arrived in the last N UTC days."),
@@ -148,32 +156,43 @@ def prune(
     ] = False,
 ) -> None:
     """Delete reports past the retention period (PRIVACY.md); safe while `serve` runs."""
+    from server_agg.export import ExportError, prune_exports
     from server_agg.store import Store, StoreError, first_kept_day, utc_today
 
     if keep_days < 1:
         _fail(f"--keep-days ({keep_days}) must be >= 1")
-    try:
-        with Store(store, create=False) as opened:
-            result = opened.prune(first_kept_day(keep_days, utc_today()), dry_run=dry_run)
-    except StoreError as exc:
-        _fail(str(exc))
+    if store is None and exports is None:
+        _fail("name what to prune: --store PATH, --exports DIR, or both")
+    before = first_kept_day(keep_days, utc_today())
     verb = "would delete" if dry_run else "deleted"
-    typer.echo(
-        f"{verb} {result.deleted} reports that arrived before {result.before_day} "
-        f"(keeping {keep_days} days)"
-    )
-    if result.unexported:
+    if store is not None:
+        try:
+            with Store(store, create=False) as opened:
+                result = opened.prune(before, dry_run=dry_run)
+        except StoreError as exc:
+            _fail(str(exc))
         typer.echo(
-            f"20i-agg: warning: {result.unexported} of them were never exported to Parquet; "
-            f"retention {'would delete' if dry_run else 'deletes'} them anyway",
-            err=True,
+            f"{verb} {result.deleted} reports that arrived before {result.before_day} "
+            f"(keeping {keep_days} days)"
         )
-    if result.deleted and not dry_run and not result.checkpointed:
-        typer.echo(
-            "20i-agg: note: the store was busy, so the write-ahead log keeps old copies of the "
-            "deleted pages until SQLite's next full checkpoint",
-            err=True,
-        )
+        if result.unexported:
+            typer.echo(
+                f"20i-agg: warning: {result.unexported} of them were never exported to Parquet; "
+                f"retention {'would delete' if dry_run else 'deletes'} them anyway",
+                err=True,
+            )
+        if result.deleted and not dry_run and not result.checkpointed:
+            typer.echo(
+                "20i-agg: note: the store was busy, so the write-ahead log keeps old copies of "
+                "the deleted pages until SQLite's next full checkpoint",
+                err=True,
+            )
+    if exports is not None:
+        try:
+            folders = prune_exports(exports, before.isoformat(), dry_run=dry_run)
+        except ExportError as exc:
+            _fail(str(exc))
+        typer.echo(f"{verb} {len(folders)} export day folders before {before.isoformat()}")
 
 
 register_analyzer(app)

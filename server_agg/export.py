@@ -28,6 +28,7 @@ __all__ = [
     "ExportError",
     "ExportResult",
     "export",
+    "prune_exports",
     "read_export",
     "shuffle",
 ]
@@ -188,6 +189,32 @@ def _export(store: Store, out: Path, randbelow: Callable[[int], int]) -> ExportR
         result.rows += rows
         result.runs.append(claim.export_id)
     return result
+
+
+def prune_exports(out_dir: str | Path, before_day: str, *, dry_run: bool = False) -> list[Path]:
+    """Delete the ``day=YYYY-MM-DD`` folders of an export older than ``before_day``.
+
+    Retention covers exported copies too: they hold the same ciphertexts as the store. Takes
+    the export lock, so it never removes a folder an export run is writing. Returns the
+    folders deleted (or, with ``dry_run``, that would be).
+    """
+    out = Path(out_dir).resolve()
+    if not out.is_dir():
+        raise ExportError(f"no export directory at {out}")
+    old = sorted(
+        folder
+        for folder in out.glob("day=*")
+        if folder.is_dir() and folder.name.removeprefix("day=") < before_day
+    )
+    if dry_run or not old:
+        return old
+    with _exclusive(out):
+        for folder in old:
+            for item in folder.iterdir():
+                item.unlink()
+            folder.rmdir()
+        _fsync_dir(out)
+    return old
 
 
 def read_export(out_dir: str | Path) -> dict[str, list[bytes]]:

@@ -13,7 +13,7 @@ import typer
 from typer.testing import CliRunner
 
 from server_agg.app import app
-from server_agg.export import export, read_export
+from server_agg.export import export, prune_exports, read_export
 from server_agg.store import DEFAULT_KEEP_DAYS, Store, first_kept_day, utc_today
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -341,3 +341,66 @@ class TestPruneCommand:
             policy
         )
         assert "`20i-agg prune`" in policy
+
+
+class TestPruneExports:
+    """Retention reaches exported copies: old `day=*` folders of a Parquet export go too."""
+
+    @pytest.fixture
+    def exported(self, tmp_path: Path) -> Path:
+        """An export of three reports 500 days old and two 10 days old."""
+        path = tmp_path / "store.db"
+        today = utc_today()
+        _fill(
+            path,
+            [
+                (today - timedelta(days=500), _reports(3, b"o")),
+                (today - timedelta(days=10), _reports(2, b"n")),
+            ],
+        )
+        out = tmp_path / "out"
+        with Store(path, create=False) as store:
+            export(store, out)
+        return out
+
+    def test_deletes_old_day_folders_only(self, exported: Path) -> None:
+        """The folder of the old day goes; the recent day's reports stay readable."""
+        before = first_kept_day(DEFAULT_KEEP_DAYS, utc_today()).isoformat()
+        assert len(read_export(exported)) == 2
+        removed = prune_exports(exported, before)
+        assert [p.name for p in removed] == [
+            f"day={(utc_today() - timedelta(days=500)).isoformat()}"
+        ]
+        assert not removed[0].exists()
+        assert sorted(len(v) for v in read_export(exported).values()) == [2]
+
+    def test_dry_run_removes_nothing(self, exported: Path) -> None:
+        """A dry run names the folders and leaves them in place."""
+        removed = prune_exports(exported, utc_today().isoformat(), dry_run=True)
+        assert len(removed) == 2 and all(p.exists() for p in removed)
+
+    def test_command_prunes_store_and_exports(self, exported: Path) -> None:
+        """`prune --store --exports` prints one line for each and deletes from both."""
+        store_path = exported.parent / "store.db"
+        result = CliRunner().invoke(
+            app, ["prune", "--store", str(store_path), "--exports", str(exported)]
+        )
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout.splitlines()[0].startswith("deleted 3 reports")
+        assert result.stdout.splitlines()[1].startswith("deleted 1 export day folders before ")
+        assert result.stderr == ""  # everything deleted had been exported
+        assert sorted(len(v) for v in read_export(exported).values()) == [2]
+
+    def test_command_needs_a_target(self) -> None:
+        """Without --store or --exports the command says what to name, in one line."""
+        result = CliRunner().invoke(app, ["prune"])
+        assert result.exit_code == 1
+        assert result.stderr == (
+            "20i-agg: error: name what to prune: --store PATH, --exports DIR, or both\n"
+        )
+
+    def test_missing_export_directory_is_one_line(self, tmp_path: Path) -> None:
+        """An export path that does not exist is one error line."""
+        result = CliRunner().invoke(app, ["prune", "--exports", str(tmp_path / "nope")])
+        assert result.exit_code == 1
+        assert result.stderr.count("\n") == 1 and "no export directory" in result.stderr
