@@ -280,6 +280,7 @@ class _KindPattern:
         self.regex = re.compile(rb'\{"fields":\{' + body + rb"\}")
         self.fields = {n: _FieldCache(report_kind.field(n).randomizer()) for n in names}
         self.caches = tuple(self.fields[n] for n in names)
+        self.supports = tuple(c.supports for c in self.caches)
 
 
 # Per process: schema ids are content hashes, so a cache keyed by id is never stale.
@@ -311,13 +312,19 @@ def _period_ok(raw: bytes) -> bool:
 
 
 class _Tally:
-    """One chunk's counts in the making: per group and field, values seen and how often."""
+    """One chunk's counts in the making: per group, the rows of field values seen.
+
+    Rows of cached values are kept whole and counted per field at the end of the chunk, in C
+    (``Counter`` over one column), which is cheaper than a dict update per field and report.
+    """
 
     def __init__(self) -> None:
-        # group -> (pattern, [n], per field position: how often each cached raw value was seen,
-        #           per field position: wire values that were valid but not cacheable)
+        # group -> (pattern, rows whose every value is cached,
+        #           per field position: (raw value, wire) pairs that were valid but not cacheable,
+        #           rows with such a value: their cached values only, by position)
         self.groups: dict[
-            GroupKey, tuple[_KindPattern, list[int], list[dict[bytes, int]], list[list[Any]]]
+            GroupKey,
+            tuple[_KindPattern, list[Sequence[bytes]], list[list[Any]], list[dict[int, bytes]]],
         ] = {}
 
     def add(
@@ -329,36 +336,30 @@ class _Tally:
     ) -> None:
         entry = self.groups.get(key)
         if entry is None:
-            width = len(pattern.names)
-            entry = self.groups[key] = (
-                pattern,
-                [0],
-                [{} for _ in range(width)],
-                [[] for _ in range(width)],
-            )
-        entry[1][0] += 1
-        # Plain dicts: a Counter's += costs a method lookup more per field and report.
-        counters = entry[2]
+            entry = self.groups[key] = (pattern, [], [[] for _ in pattern.names], [])
         if loose is None:
-            for counter, raw in zip(counters, raws, strict=True):
-                counter[raw] = counter.get(raw, 0) + 1
-        else:
-            for i, raw in enumerate(raws):
-                if i in loose:
-                    entry[3][i].append(loose[i])
-                else:
-                    counters[i][raw] = counters[i].get(raw, 0) + 1
+            entry[1].append(raws)
+            return
+        cached: dict[int, bytes] = {}
+        for i, raw in enumerate(raws):
+            if i in loose:
+                entry[2][i].append(loose[i])
+            else:
+                cached[i] = raw
+        entry[3].append(cached)
 
     def counts(self) -> dict[GroupKey, GroupCounts]:
         import numpy as np
 
         out = {}
-        for key, (pattern, n, cached, loose) in self.groups.items():
+        for key, (pattern, rows, loose, mixed) in self.groups.items():
             support = {}
+            columns = list(zip(*rows, strict=True)) if rows else [() for _ in pattern.names]
             for i, name in enumerate(pattern.names):
                 cache = pattern.fields[name]
                 total = np.zeros(cache.randomizer.d, dtype=np.int64)
-                seen = cached[i]
+                seen = Counter(columns[i])
+                seen.update(row[i] for row in mixed if i in row)
                 if seen:
                     # One matrix product instead of a numpy call per distinct value.
                     vectors = np.array([cache.supports[raw] for raw in seen], dtype=np.int64)
@@ -367,7 +368,7 @@ class _Tally:
                     rnd = cache.randomizer
                     total += rnd.support(rnd.encode_batch(loose[i]))
                 support[name] = total
-            out[key] = GroupCounts(n[0], support)
+            out[key] = GroupCounts(len(rows) + len(mixed), support)
         return out
 
 
@@ -409,6 +410,9 @@ def _fast_parse(data: bytes, schemas: Mapping[str, Schema]) -> _Parsed | None:
     if body is None or body.end() != tail.start() + 1:
         return None
     raws = body.groups()
+    # The common case, every value already cached, checked in one C-level pass.
+    if all(map(dict.__contains__, pattern.supports, raws)):
+        return key, pattern, raws, None
     loose: dict[int, Any] | None = None
     for i, cache in enumerate(pattern.caches):
         raw = raws[i]
