@@ -297,8 +297,48 @@ class _Base:
         return self.estimate_from_support(self.support(batch), len(batch), consistency)
 
 
+class _KaryResponse(_Base):
+    """k-ary randomized response over ``symbols`` symbols, shared by GRR (d) and OLH (g).
+
+    Keeps the true symbol with p = e^eps / (e^eps + m - 1), rounded down, else reports one of
+    the other m - 1 uniformly, so q = (1 - p) / (m - 1) and the achieved epsilon is
+    ln(p (m - 1) / (1 - p)).
+    """
+
+    @property
+    def symbols(self) -> int:
+        raise NotImplementedError  # pragma: no cover
+
+    def _check_keep(self) -> None:
+        if self.keep.value * self.symbols <= 1:
+            raise ParameterError(f"epsilon ({self.epsilon}) is too small for 32-bit probabilities")
+
+    @cached_property
+    def keep(self) -> Prob:
+        """P[report the true symbol], exact."""
+        e = math.exp(self.epsilon)
+        return prob_down(e / (e + self.symbols - 1))
+
+    @property
+    def p(self) -> float:
+        return float(self.keep)
+
+    @property
+    def q(self) -> float:
+        return float((1 - self.keep.value) / (self.symbols - 1))
+
+    @property
+    def epsilon_achieved(self) -> float:
+        k = self.keep.value
+        return _log_ratio(k * (self.symbols - 1) / (1 - k))
+
+    @property
+    def p_star(self) -> float:
+        return self.p
+
+
 @dataclass(frozen=True)
-class GRR(_Base):
+class GRR(_KaryResponse):
     """Generalized (k-ary) randomized response.
 
     Keeps the true value with p = e^eps / (e^eps + d - 1) (rounded down), else reports one of the
@@ -314,31 +354,12 @@ class GRR(_Base):
     def __post_init__(self) -> None:
         _check_epsilon(self.epsilon)
         _check_d(self.d)
-        if self.keep.value * self.d <= 1:
-            raise ParameterError(f"epsilon ({self.epsilon}) is too small for 32-bit probabilities")
-
-    @cached_property
-    def keep(self) -> Prob:
-        """P[report the true value], exact."""
-        e = math.exp(self.epsilon)
-        return prob_down(e / (e + self.d - 1))
+        self._check_keep()
 
     @property
-    def p(self) -> float:
-        return float(self.keep)
-
-    @property
-    def q(self) -> float:
-        return float((1 - self.keep.value) / (self.d - 1))
-
-    @property
-    def epsilon_achieved(self) -> float:
-        k = self.keep.value
-        return _log_ratio(k * (self.d - 1) / (1 - k))
-
-    @property
-    def p_star(self) -> float:
-        return self.p
+    def symbols(self) -> int:
+        """The true value is one of d symbols."""
+        return self.d
 
     @property
     def q_star(self) -> float:
@@ -661,7 +682,7 @@ def _olh_counts(rows: npt.NDArray[np.int64], d: int, g: int) -> npt.NDArray[np.i
 
 
 @dataclass(frozen=True)
-class OLH(_Base):
+class OLH(_KaryResponse):
     """Optimized local hashing (Wang et al. 2017, sec. 4.4).
 
     The client draws a 32-bit seed choosing a hash h into g = max(2, round(e^eps) + 1) buckets and
@@ -679,31 +700,12 @@ class OLH(_Base):
         _check_epsilon(self.epsilon)
         _check_d(self.d)
         object.__setattr__(self, "g", max(2, round(math.exp(self.epsilon)) + 1))
-        if self.keep.value * self.g <= 1:
-            raise ParameterError(f"epsilon ({self.epsilon}) is too small for 32-bit probabilities")
-
-    @cached_property
-    def keep(self) -> Prob:
-        """P[report the true bucket], exact."""
-        e = math.exp(self.epsilon)
-        return prob_down(e / (e + self.g - 1))
+        self._check_keep()
 
     @property
-    def p(self) -> float:
-        return float(self.keep)
-
-    @property
-    def q(self) -> float:
-        return float((1 - self.keep.value) / (self.g - 1))
-
-    @property
-    def epsilon_achieved(self) -> float:
-        k = self.keep.value
-        return _log_ratio(k * (self.g - 1) / (1 - k))
-
-    @property
-    def p_star(self) -> float:
-        return self.p
+    def symbols(self) -> int:
+        """Randomized response runs over the g hash buckets."""
+        return self.g
 
     @property
     def q_star(self) -> float:
