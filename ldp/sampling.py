@@ -150,19 +150,20 @@ class SystemSource(_BufferedSource):
     def _block(self) -> bytes:
         return os.urandom(self._BLOCK)
 
-    def word(self) -> int:
-        """A uniform integer in ``[0, 2**32)`` from the OS CSPRNG."""
+    def _forget_after_fork(self) -> None:
         pid = os.getpid()
         if pid != self._pid:  # a forked child must never replay its parent's words
             self._pid = pid
             self._words = []
+
+    def word(self) -> int:
+        """A uniform integer in ``[0, 2**32)`` from the OS CSPRNG."""
+        self._forget_after_fork()
         return super().word()
 
     def words(self, count: int) -> list[int]:
         """The next ``count`` words from the OS CSPRNG."""
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self._words = []
+        self._forget_after_fork()
         return super().words(count)
 
 
