@@ -253,13 +253,16 @@ class _FieldCache:
 
     def lookup(self, raw: bytes) -> tuple[bool, Any]:
         """``(True, support)`` if cached; ``(True, wire)`` if valid but not cacheable;
-        ``(False, None)`` if the value is not valid (the strict decoder will say why)."""
+        ``(False, None)`` if the value is not valid or not canonical (the strict decoder will
+        say why)."""
         vec = self.supports.get(raw)
         if vec is not None:
             return True, vec
         try:
             wire = json.loads(raw)
             self.randomizer.validate(wire)
+            if canonical_dumps(wire).encode("ascii") != raw:
+                return False, None
         except Exception:  # the strict decoder re-reads the report and names the reason
             return False, None
         if len(self.supports) >= _CACHE_LIMIT:
@@ -428,6 +431,138 @@ def _fast_parse(data: bytes, schemas: Mapping[str, Schema]) -> _Parsed | None:
     return key, pattern, raws, loose
 
 
+#: A field value in the chunk pattern: only the characters a canonical value can have (no quote,
+#: colon or brace, so a value cannot run into the next field); whether it is a legal value is
+#: decided once per distinct value by :meth:`_FieldCache.lookup`, which also demands that it is
+#: the value's canonical form.
+_LOOSE_VALUE: Final = rb"([0-9,\[\]]{1,4096})"
+_PERIOD_GROUP: Final = rb"([0-9]{4}-W[0-9]{2})"
+
+
+class _ChunkPattern:
+    """One expression for every legal report of every known (schema, kind), one per line.
+
+    Each (schema, kind) is a branch with a group per field and a last group for the period,
+    which is never empty, so a non-empty period marks the reports of that branch.
+    """
+
+    def __init__(self, schemas: Mapping[str, Schema]) -> None:
+        branches = []
+        #: Per branch: (group key prefix, kind pattern, index of its first group).
+        self.branches: list[tuple[str, str, _KindPattern, int]] = []
+        first = 0
+        for schema in schemas.values():
+            for kind in sorted(schema.kind_names):
+                pattern = _pattern(schema, kind)
+                body = b",".join(
+                    b'"' + n.encode("ascii") + b'":' + _LOOSE_VALUE for n in pattern.names
+                )
+                branches.append(
+                    body
+                    + rb'\},"kind":"'
+                    + re.escape(kind.encode("ascii"))
+                    + b'","period":"'
+                    + _PERIOD_GROUP
+                    + b'","schema":"'
+                    + re.escape(schema.id.encode("ascii"))
+                    + b'"'
+                )
+                self.branches.append((schema.id, kind, pattern, first))
+                first += len(pattern.names) + 1
+        self.regex = re.compile(rb'(?m)^\{"fields":\{(?:' + b"|".join(branches) + rb'),"v":1\}$')
+
+
+_CHUNK_PATTERNS: dict[tuple[str, ...], _ChunkPattern] = {}
+
+
+def _count_chunk(
+    plaintexts: list[bytes],
+    schemas: Mapping[str, Schema],
+    kind: str | None,
+    period: str | None,
+) -> tuple[dict[GroupKey, GroupCounts], int] | None:
+    """``(groups, excluded)`` of a chunk in which *every* report is legal and canonical, else
+    ``None`` (the caller then judges report by report, and the strict decoder names reasons).
+
+    One regular-expression pass over the chunk joined by newlines finds every report's field
+    values; the columns of values are counted in C (``Counter``) and each distinct value is
+    validated once. Per report this costs about a third of parsing reports one by one. It can
+    only accept what the per-report path accepts: the chunk must have no newline inside a report,
+    every line must match a branch whole (``^...$``: as many matches as reports), every period
+    must be a real ISO week and every distinct value must be valid and canonical.
+    """
+    if not plaintexts:
+        return None
+    for item in plaintexts:
+        if type(item) is not bytes:
+            return None
+    if max(map(len, plaintexts)) > MAX_REPORT_BYTES:
+        return None
+    joined = b"\n".join(plaintexts)
+    if joined.count(b"\n") != len(plaintexts) - 1:
+        return None
+    ids = tuple(schemas)
+    chunk_pattern = _CHUNK_PATTERNS.get(ids)
+    if chunk_pattern is None:
+        chunk_pattern = _CHUNK_PATTERNS.setdefault(ids, _ChunkPattern(schemas))
+    rows = chunk_pattern.regex.findall(joined)
+    if len(rows) != len(plaintexts):
+        return None
+    import numpy as np
+
+    columns = list(zip(*rows, strict=True))
+    groups: dict[GroupKey, GroupCounts] = {}
+    excluded = 0
+    for schema_id, report_kind, pattern, first in chunk_pattern.branches:
+        period_column = columns[first + len(pattern.names)]
+        periods = Counter(period_column)
+        periods.pop(b"", None)
+        if not periods:
+            continue
+        for raw in periods:
+            if not _period_ok(raw):
+                return None
+        # Per field: how often each (period, value) occurs; one period is the common case.
+        single = next(iter(periods)) if len(periods) == 1 else None
+        seen: list[Counter[Any]] = []
+        for i, cache in enumerate(pattern.caches):
+            column = columns[first + i]
+            if single is not None:
+                values = Counter(column)
+                values.pop(b"", None)
+                keys: Iterable[bytes] = values
+            else:
+                values = Counter(zip(period_column, column, strict=True))
+                for key in [key for key in values if not key[0]]:
+                    del values[key]
+                keys = {raw for _, raw in values}
+            for raw in keys:
+                if raw not in cache.supports:
+                    ok, _ = cache.lookup(raw)
+                    if not ok or raw not in cache.supports:
+                        return None  # invalid, or valid but not cacheable: report by report
+            seen.append(values)
+        for raw_period, n in periods.items():
+            text = raw_period.decode("ascii")
+            if (kind is not None and report_kind != kind) or (
+                period is not None and text != period
+            ):
+                excluded += n
+                continue
+            support = {}
+            for i, name in enumerate(pattern.names):
+                cache = pattern.caches[i]
+                if single is not None:
+                    items = list(seen[i].items())
+                else:
+                    items = [(raw, c) for (p, raw), c in seen[i].items() if p == raw_period]
+                vectors = np.array([cache.supports[raw] for raw, _ in items], dtype=np.int64)
+                weights = np.fromiter((c for _, c in items), np.int64, len(items))
+                support[name] = weights @ vectors
+            groups[GroupKey(schema_id, report_kind, text)] = GroupCounts(n, support)
+    return groups, excluded
+
+
 def _count_decoded(
     items: Iterable[bytes],
     schemas: Mapping[str, Schema],
@@ -453,6 +588,11 @@ def _count_decoded(
                 plaintexts.append(open_sealed(item, private_key))
             except Exception:  # EnvelopeError, or a non-bytes item from a damaged source
                 rejects["decrypt"] += 1
+    fast = _count_chunk(plaintexts, schemas, kind, period)
+    if fast is not None:
+        counts.read = read
+        counts.groups, counts.excluded = fast
+        return counts
     for item in plaintexts:
         parsed = _fast_parse(item, schemas)
         if parsed is None:
@@ -589,17 +729,14 @@ class StoreSource:
         from server_agg.store import StoreError
 
         with self._open() as store:
-            chunk: list[bytes] = []
             try:
-                for _rowid, _day, ciphertext in store.iter_reports(self.day, chunk=size):
-                    chunk.append(ciphertext)
-                    if len(chunk) >= size:
+                # Rowid ranges, then each range's ciphertexts in one list: no Python step per row.
+                for first, last, _rows in store.rowid_ranges(self.day, size):
+                    chunk = store.read_range(first, last, self.day)
+                    if chunk:
                         yield chunk
-                        chunk = []
             except StoreError as exc:
                 raise AggregateError(str(exc)) from None
-            if chunk:
-                yield chunk
 
     def tasks(self, size: int) -> Iterator[StoreRange]:
         """Rowid ranges of ``size`` reports; only rowids are read here, one query per range."""

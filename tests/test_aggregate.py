@@ -237,12 +237,15 @@ class TestFastPath:
         index=st.integers(0, len(VALID) - 1),
         position=st.integers(0, 400),
         action=st.sampled_from(["replace", "insert", "delete"]),
-        byte=st.sampled_from(list(b'0123456789[],:"{}- .eE+abcdefW\\\x00\xff')),
+        byte=st.sampled_from(list(b'0123456789[],:"{}- .eE+abcdefW\\\x00\xff\n')),
+        among_valid=st.booleans(),
     )
     def test_mutated_reports_match_strict_decoder(
-        self, index: int, position: int, action: str, byte: int
+        self, index: int, position: int, action: str, byte: int, among_valid: bool
     ) -> None:
-        """A one-byte mutation of a valid report is judged exactly as decode_report judges it."""
+        """A one-byte mutation of a valid report is judged exactly as decode_report judges it,
+        alone or in the middle of a chunk of valid reports (the chunk-wide pass must then
+        either accept everything rightly or hand the chunk to the per-report path)."""
         data = bytearray(VALID[index])
         position %= len(data) + (action == "insert")
         if action == "replace" and position < len(data):
@@ -251,7 +254,43 @@ class TestFastPath:
             data.insert(position, byte)
         elif position < len(data):
             del data[position]
-        items = [bytes(data)]
+        items = [*VALID[:10], bytes(data), *VALID[10:20]] if among_valid else [bytes(data)]
+        assert count_plaintexts(items).to_plain() == _reference(items)
+
+    def test_valid_chunks_take_one_pass(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A chunk of valid reports (two kinds, two periods) never goes report by report, and
+        counts exactly what the strict decoder counts, with and without filters."""
+        calls = Counter[str]()
+        real = agg._fast_parse
+
+        def spy(data: bytes, schemas: Any) -> Any:
+            calls["n"] += 1
+            return real(data, schemas)
+
+        mixed = _plaintexts(80, seed=5, periods=(PERIOD, "2026-W11"))
+        monkeypatch.setattr(agg, "_fast_parse", spy)
+        assert count_plaintexts(mixed).to_plain() == _reference(mixed)
+        filtered = count_plaintexts(mixed, kind="usage", period="2026-W11").to_plain()
+        assert calls["n"] == 0
+        # The same filters on the report-by-report path give the same counts.
+        monkeypatch.setattr(agg, "_count_chunk", lambda *args: None)
+        assert count_plaintexts(mixed, kind="usage", period="2026-W11").to_plain() == filtered
+        assert calls["n"] == len(mixed)
+        assert filtered["excluded"] == len(mixed) - 80
+
+    @pytest.mark.parametrize(
+        "odd",
+        [
+            b"\n",  # an empty line between two reports
+            VALID[0] + b"\n" + VALID[1],  # two valid reports in one plaintext
+            VALID[0] + b"\n",
+            b"\n" + VALID[0],
+            VALID[0].replace(b"[", b"[,", 1),
+        ],
+    )
+    def test_line_tricks_are_judged_report_by_report(self, odd: bytes) -> None:
+        """Newlines inside a plaintext cannot make the chunk-wide pass count a report twice."""
+        items = [*VALID[:5], odd, *VALID[5:10]]
         assert count_plaintexts(items).to_plain() == _reference(items)
 
     @settings(max_examples=200, deadline=None)
