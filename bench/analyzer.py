@@ -174,9 +174,11 @@ the run) is far less disturbed by other load on a shared machine than wall time:
 end is {cpu_bare / cpu_one:.2f} on one worker and {cpu_bare / cpu_two:.2f} per core with two, so
 on an otherwise idle 2-core machine two workers would reach about
 {2 * cpu_bare / cpu_two:.2f}x the bare 1-core rate (start-up and the last chunk aside).
-Decoding stays cheap because canonical reports are matched as bytes and each distinct field
-value is validated once (the strict decoder handles everything else); `cryptography`'s HPKE
-holds the GIL, so parallelism uses processes (forked: start method `{_start_method()}`).
+Decoding stays cheap because a chunk of canonical reports is matched as bytes in one regular
+expression pass, its values are counted per column, and each distinct field value is validated
+once (a chunk with anything odd in it is judged report by report, and the strict decoder names
+the reasons); `cryptography`'s HPKE holds the GIL, so parallelism uses processes (forked: start
+method `{_start_method()}`).
 
 {machine_line()}
 """
