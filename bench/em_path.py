@@ -1,0 +1,174 @@
+"""Why iterative Bayesian update (IBU) beats Norm-Sub at a few grid points: the EM path.
+
+multi-freq-ldpy's IBU is EM on the support counts started from the uniform distribution and
+stopped after at most 10,000 iterations; our ``consistency="mle"`` is the same update with the
+same cap. Stopping early is a regularizer (the estimate stays between uniform and the maximum
+likelihood estimate), and how strong it is depends on d, epsilon and n only through how fast EM
+happens to move. This script follows the EM path on exactly the reports and seeds of
+``bench/oracles.py``'s MSE comparison and records the MSE after 1k, 3k, 10k, 30k and 100k
+iterations, relative to our default (adaptive mechanism + Norm-Sub). Writes the ``em_path``
+section of BENCHMARKS.md (about 8 minutes on one core).
+
+    .venv/bin/python bench/em_path.py [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import oracles  # bench/ is a folder of scripts, not a package
+import results
+
+from ldp.estimate import apply_consistency
+from ldp.mechanisms import choose
+
+CHECKPOINTS = (1_000, 3_000, 10_000, 30_000, 100_000)
+#: The cap of multi-freq-ldpy's IBU and of our ``mle``.
+IBU_CAP = 10_000
+TOL = 1e-12  # IBU's early stop: largest change of one frequency below this
+
+
+def em_path(
+    support: npt.NDArray[np.float64], n: int, p: float, q: float
+) -> dict[int, npt.NDArray[np.float64]]:
+    """The EM iterate after each checkpoint's number of iterations (the same update as
+    ``ldp.estimate``'s ``mle``; once the change falls below TOL later checkpoints repeat it)."""
+    d = support.size
+    f = np.full(d, 1.0 / d)
+    colsum = p + (d - 1) * q
+    gap = p - q
+    out: dict[int, npt.NDArray[np.float64]] = {}
+    done = 0
+    converged = False
+    for stop in CHECKPOINTS:
+        while done < stop and not converged:
+            expected = n * (q * f.sum() + gap * f)
+            ratio = np.divide(support, expected, out=np.zeros(d), where=expected > 0)
+            new = f * (q * ratio.sum() + gap * ratio) / colsum
+            new /= new.sum()
+            converged = bool(np.max(np.abs(new - f)) < TOL)
+            f = new
+            done += 1
+        out[stop] = f.copy()
+    return out
+
+
+def run(grid: oracles.Grid) -> list[dict[str, Any]]:
+    rows = []
+    for d in grid.ds:
+        truth_f = oracles.zipf(d)
+        for eps in grid.epsilons:
+            mech = choose(d, eps)
+            started = time.perf_counter()
+            ns: list[float] = []
+            path: dict[int, list[float]] = {c: [] for c in CHECKPOINTS}
+            for seed in range(oracles.seeds_for(grid, d)):
+                # The same draws as bench/oracles.py's MSE comparison, seed for seed.
+                rng = np.random.default_rng([oracles.SEED, d, round(eps * 1000), 2, seed])
+                counts = rng.multinomial(grid.mse_n, truth_f)
+                truth = counts / grid.mse_n
+                xs = np.repeat(np.arange(d, dtype=np.int64), counts)
+                batch = mech.privatize_many(xs, rng)
+                est = mech.estimate(batch)
+                ns.append(float(np.mean((est.freq - truth) ** 2)))
+                support = mech.support(batch).astype(np.float64)
+                iterates = em_path(support, grid.mse_n, mech.p_star, mech.q_star)
+                if seed == 0:  # the 10k checkpoint is our `mle` option, bit for bit
+                    ours = apply_consistency(
+                        est.raw,
+                        "mle",
+                        support=support,
+                        n=grid.mse_n,
+                        p_star=mech.p_star,
+                        q_star=mech.q_star,
+                    )
+                    assert np.allclose(ours, iterates[IBU_CAP], rtol=0, atol=1e-12)
+                for stop, f in iterates.items():
+                    path[stop].append(float(np.mean((f - truth) ** 2)))
+            base = float(np.mean(ns))
+            ratios = {c: float(np.mean(v)) / base for c, v in path.items()}
+            rows.append({"d": d, "eps": eps, "mech": mech.name, "ns": base, "ratios": ratios})
+            oracles.log(
+                f"em path d={d} eps={eps}: Norm-Sub {base:.3e}, "
+                + ", ".join(f"{c // 1000}k {r:.3f}" for c, r in ratios.items())
+                + f" ({time.perf_counter() - started:.0f}s)"
+            )
+    return rows
+
+
+def render(rows: list[dict[str, Any]], grid: oracles.Grid, minutes: float) -> str:
+    head = " | ".join(f"EM {c // 1000}k" for c in CHECKPOINTS)
+    lines = [
+        f"| d | eps | ours | Norm-Sub MSE | {head} | best stop |",
+        "|---|---|---|---|" + "---|" * len(CHECKPOINTS) + "---|",
+    ]
+    never = 0
+    for row in rows:
+        ratios = row["ratios"]
+        best = min(ratios, key=ratios.get)
+        cells = " | ".join(f"**{r:.3f}**" if c == best else f"{r:.3f}" for c, r in ratios.items())
+        if ratios[IBU_CAP] > 1.01:
+            never += 1
+        stop = f"{best // 1000}k" if ratios[best] < 0.995 else "none (Norm-Sub)"
+        lines.append(
+            f"| {row['d']} | {row['eps']} | {row['mech'].upper()} | {row['ns']:.3e} | {cells} | "
+            f"{stop} |"
+        )
+    seeds = ", ".join(f"{oracles.seeds_for(grid, d)} at d={d}" for d in grid.ds)
+    return f"""## The EM path: why IBU's edge at some grid points is where it stops
+
+MSE of EM (iterative Bayesian update) on our default mechanism's reports after 1k to 100k
+iterations, divided by the MSE of our default (Norm-Sub) on the same reports: below 1, EM at
+that iteration count is better. The 10k column is multi-freq-ldpy's IBU cap and our
+`consistency="mle"` (checked equal bit for bit); EM stops earlier only if no frequency changes
+by 1e-12. Same truth, reports and seeds as the MSE comparison in the *oracles* section
+(n = 1e5; seeds: {seeds}). Best column in bold; "best stop" is the iteration count
+that does best with hindsight, where it beats Norm-Sub by at least 0.5%. Script:
+`python bench/em_path.py` ({minutes:.1f} min).
+
+{chr(10).join(lines)}
+
+Reading: started from the uniform distribution, EM's MSE first falls and then rises back
+towards that of the maximum likelihood estimate, which is close to Norm-Sub's wherever EM
+gets there within 100k iterations. Stopping early shrinks towards uniform, which suits the
+benchmark's full-support Zipf truth, and the best stopping point moves by orders of magnitude
+with d and epsilon: the 10,000-iteration cap is near it at some grid points and far from it at
+others ({never} of {len(rows)} points are more than 1% worse than Norm-Sub at 10k, up to several
+times). No fixed iteration count is at least as good as Norm-Sub at every point; where to stop
+would itself have to be estimated from the reports, by a rule we have not found. This is why the
+issue-2 target "our default (adaptive + Norm-Sub) no worse than the best peer configuration at
+every grid point" is not met where the best peer configuration is a capped IBU: there the
+peers' best of 45 configurations (picked after the fact) is about as good as the best EM stop
+on our reports chosen with hindsight.
+
+{results.machine_line()}
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+    grid = oracles.Grid()
+    started = time.perf_counter()
+    rows = run(grid)
+    body = render(rows, grid, (time.perf_counter() - started) / 60)
+    if args.no_write:
+        print(body)
+    else:
+        results.write_section("em_path", body)
+        print("wrote the em_path section of BENCHMARKS.md")
+
+
+if __name__ == "__main__":
+    main()
