@@ -314,6 +314,16 @@ def _period_ok(raw: bytes) -> bool:
     return ok
 
 
+def _weighted_support(cache: _FieldCache, seen: Mapping[bytes, int]) -> npt.NDArray[np.int64]:
+    """Sum of the cached support vectors of ``seen`` values, each times its count: one matrix
+    product instead of a numpy call per distinct value."""
+    import numpy as np
+
+    vectors = np.array([cache.supports[raw] for raw in seen], dtype=np.int64)
+    total: npt.NDArray[np.int64] = np.fromiter(seen.values(), np.int64, len(seen)) @ vectors
+    return total
+
+
 class _Tally:
     """One chunk's counts in the making: per group, the rows of field values seen.
 
@@ -364,9 +374,7 @@ class _Tally:
                 seen = Counter(columns[i])
                 seen.update(row[i] for row in mixed if i in row)
                 if seen:
-                    # One matrix product instead of a numpy call per distinct value.
-                    vectors = np.array([cache.supports[raw] for raw in seen], dtype=np.int64)
-                    total += np.fromiter(seen.values(), np.int64, len(seen)) @ vectors
+                    total += _weighted_support(cache, seen)
                 if loose[i]:
                     rnd = cache.randomizer
                     total += rnd.support(rnd.encode_batch(loose[i]))
@@ -475,6 +483,66 @@ class _ChunkPattern:
 _CHUNK_PATTERNS: dict[tuple[str, ...], _ChunkPattern] = {}
 
 
+def _chunk_columns(
+    plaintexts: list[bytes], schemas: Mapping[str, Schema]
+) -> tuple[_ChunkPattern, list[tuple[bytes, ...]]] | None:
+    """The chunk pattern and the columns of its groups if *every* plaintext is one whole line
+    matching a branch, else ``None``."""
+    if not plaintexts:
+        return None
+    for item in plaintexts:
+        if type(item) is not bytes:
+            return None
+    if max(map(len, plaintexts)) > MAX_REPORT_BYTES:
+        return None
+    joined = b"\n".join(plaintexts)
+    if joined.count(b"\n") != len(plaintexts) - 1:
+        return None  # a newline inside a plaintext: one line would not be one report
+    ids = tuple(schemas)
+    chunk_pattern = _CHUNK_PATTERNS.get(ids)
+    if chunk_pattern is None:
+        chunk_pattern = _CHUNK_PATTERNS.setdefault(ids, _ChunkPattern(schemas))
+    # ^...$ per line and no newline inside a report: each match is one whole line, so as many
+    # matches as reports means every report matched.
+    rows = chunk_pattern.regex.findall(joined)
+    if len(rows) != len(plaintexts):
+        return None
+    return chunk_pattern, list(zip(*rows, strict=True))
+
+
+def _values_by_period(
+    columns: list[tuple[bytes, ...]], first: int, fields: int, periods: Counter[bytes]
+) -> dict[bytes, list[Counter[bytes]]]:
+    """Per period, per field of one branch: how often each value occurs (with one period, the
+    common case, the columns are counted directly, without pairing values with periods)."""
+    period_column = columns[first + fields]
+    out: dict[bytes, list[Counter[bytes]]] = {p: [] for p in periods}
+    for i in range(fields):
+        column = columns[first + i]
+        if len(periods) == 1:
+            values = Counter(column)
+            values.pop(b"", None)  # the reports of other branches
+            out[next(iter(periods))].append(values)
+            continue
+        split: dict[bytes, Counter[bytes]] = {p: Counter() for p in periods}
+        for (p, raw), count in Counter(zip(period_column, column, strict=True)).items():
+            if p:
+                split[p][raw] = count
+        for p, values in split.items():
+            out[p].append(values)
+    return out
+
+
+def _all_cached(cache: _FieldCache, values: Iterable[bytes]) -> bool:
+    """Validate (once) and cache every value; ``False`` if one is invalid or not cacheable."""
+    for raw in values:
+        if raw not in cache.supports:
+            ok, _ = cache.lookup(raw)
+            if not ok or raw not in cache.supports:
+                return False
+    return True
+
+
 def _count_chunk(
     plaintexts: list[bytes],
     schemas: Mapping[str, Schema],
@@ -487,61 +555,26 @@ def _count_chunk(
     One regular-expression pass over the chunk joined by newlines finds every report's field
     values; the columns of values are counted in C (``Counter``) and each distinct value is
     validated once. Per report this costs about a third of parsing reports one by one. It can
-    only accept what the per-report path accepts: the chunk must have no newline inside a report,
-    every line must match a branch whole (``^...$``: as many matches as reports), every period
-    must be a real ISO week and every distinct value must be valid and canonical.
+    only accept what the per-report path accepts: every line must match a branch whole, every
+    period must be a real ISO week and every distinct value must be valid and canonical.
     """
-    if not plaintexts:
+    found = _chunk_columns(plaintexts, schemas)
+    if found is None:
         return None
-    for item in plaintexts:
-        if type(item) is not bytes:
-            return None
-    if max(map(len, plaintexts)) > MAX_REPORT_BYTES:
-        return None
-    joined = b"\n".join(plaintexts)
-    if joined.count(b"\n") != len(plaintexts) - 1:
-        return None
-    ids = tuple(schemas)
-    chunk_pattern = _CHUNK_PATTERNS.get(ids)
-    if chunk_pattern is None:
-        chunk_pattern = _CHUNK_PATTERNS.setdefault(ids, _ChunkPattern(schemas))
-    rows = chunk_pattern.regex.findall(joined)
-    if len(rows) != len(plaintexts):
-        return None
-    import numpy as np
-
-    columns = list(zip(*rows, strict=True))
+    chunk_pattern, columns = found
     groups: dict[GroupKey, GroupCounts] = {}
     excluded = 0
     for schema_id, report_kind, pattern, first in chunk_pattern.branches:
-        period_column = columns[first + len(pattern.names)]
-        periods = Counter(period_column)
-        periods.pop(b"", None)
+        periods = Counter(columns[first + len(pattern.names)])
+        periods.pop(b"", None)  # the reports of other branches
         if not periods:
             continue
-        for raw in periods:
-            if not _period_ok(raw):
+        if not all(map(_period_ok, periods)):
+            return None
+        by_period = _values_by_period(columns, first, len(pattern.names), periods)
+        for fields in by_period.values():
+            if not all(map(_all_cached, pattern.caches, fields)):
                 return None
-        # Per field: how often each (period, value) occurs; one period is the common case.
-        single = next(iter(periods)) if len(periods) == 1 else None
-        seen: list[Counter[Any]] = []
-        for i, cache in enumerate(pattern.caches):
-            column = columns[first + i]
-            if single is not None:
-                values = Counter(column)
-                values.pop(b"", None)
-                keys: Iterable[bytes] = values
-            else:
-                values = Counter(zip(period_column, column, strict=True))
-                for key in [key for key in values if not key[0]]:
-                    del values[key]
-                keys = {raw for _, raw in values}
-            for raw in keys:
-                if raw not in cache.supports:
-                    ok, _ = cache.lookup(raw)
-                    if not ok or raw not in cache.supports:
-                        return None  # invalid, or valid but not cacheable: report by report
-            seen.append(values)
         for raw_period, n in periods.items():
             text = raw_period.decode("ascii")
             if (kind is not None and report_kind != kind) or (
@@ -549,16 +582,12 @@ def _count_chunk(
             ):
                 excluded += n
                 continue
-            support = {}
-            for i, name in enumerate(pattern.names):
-                cache = pattern.caches[i]
-                if single is not None:
-                    items = list(seen[i].items())
-                else:
-                    items = [(raw, c) for (p, raw), c in seen[i].items() if p == raw_period]
-                vectors = np.array([cache.supports[raw] for raw, _ in items], dtype=np.int64)
-                weights = np.fromiter((c for _, c in items), np.int64, len(items))
-                support[name] = weights @ vectors
+            support = {
+                name: _weighted_support(cache, values)
+                for name, cache, values in zip(
+                    pattern.names, pattern.caches, by_period[raw_period], strict=True
+                )
+            }
             groups[GroupKey(schema_id, report_kind, text)] = GroupCounts(n, support)
     return groups, excluded
 
