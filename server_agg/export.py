@@ -95,6 +95,7 @@ def _write_day(
     tmp = folder / (final.name + ".tmp")
     schema = pa.schema([pa.field("ciphertext", pa.binary(), nullable=False)])
     # Ciphertexts are random bytes: compression would only cost time.
+    written = 0
     with pq.ParquetWriter(tmp, schema, compression="none") as writer:
         for start in range(0, len(rowids), _ROW_GROUP):
             group = rowids[start : start + _ROW_GROUP]
@@ -102,12 +103,17 @@ def _write_day(
             for s in range(0, len(group), _FETCH):
                 chunk = group[s : s + _FETCH]
                 found = store.ciphertexts(chunk)
-                column.extend(found[r] for r in chunk)  # keep the shuffled order
-            writer.write_table(pa.table({"ciphertext": pa.array(column, pa.binary())}, schema))
+                # Keep the shuffled order. A rowid missing here was deleted by a `prune` that
+                # ran after the rowids were listed: retention wins, so it is not exported.
+                column.extend(found[r] for r in chunk if r in found)
+            if column:
+                table = pa.table({"ciphertext": pa.array(column, pa.binary())}, schema)
+                writer.write_table(table)
+            written += len(column)
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())
     _publish(tmp, final)
-    return final, len(rowids)
+    return final, written
 
 
 def _run(

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 import server_agg.export as export_module
 from server_agg.app import app
 from server_agg.export import ExportError, export, read_export, shuffle
-from server_agg.store import Store
+from server_agg.store import ExportClaim, Store
 
 
 class _Clock:
@@ -89,6 +89,31 @@ class TestExport:
         third = export(store, out)
         assert third.rows == 5 and [p.name for p in third.files] == ["part-000002.parquet"]
         _assert_exactly_once(store, out)
+
+    def test_prune_during_export_wins(
+        self, store: Store, clock: _Clock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Reports pruned after an export listed them are left out, not an error: the export
+        finishes with the rest, and every report still stored is exported exactly once."""
+        out = tmp_path / "out"
+        real_rowids = Store.export_rowids
+
+        def rowids_then_prune(self: Store, claim: ExportClaim, day: str) -> list[int]:
+            listed = real_rowids(self, claim, day)
+            if day == "2026-02-01":
+                self.prune("2026-02-02")  # retention runs between listing and reading
+            return listed
+
+        monkeypatch.setattr(Store, "export_rowids", rowids_then_prune)
+        result = export(store, out)
+        assert result.rows == 20 and result.runs == [1]
+        assert {day: len(rows) for day, rows in read_export(out).items()} == {
+            "2026-02-01": 0,
+            "2026-02-03": 20,
+        }
+        _assert_exactly_once(store, out)
+        monkeypatch.undo()
+        assert export(store, out).rows == 0  # the run is done, not left pending
 
     @pytest.mark.parametrize("crash_at", ["before-rename", "after-first-file", "before-done"])
     def test_interrupted_export_is_finished_once(
