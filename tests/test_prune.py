@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -240,6 +241,22 @@ class TestPruneBesideAWriter:
         try:
             assert started.wait(10)
             with Store(path) as pruner:
+                real_delete = pruner._delete_window
+                waits = [3]
+
+                def delete_then_wait_for_writer(bounds: tuple[int, int, str]) -> tuple[int, int]:
+                    # After each of the first windows, give the writer up to 5 s to commit: it
+                    # can only if the prune holds no transaction between windows. (Without the
+                    # wait a fast prune could finish before the writer thread is scheduled.)
+                    out = real_delete(bounds)
+                    if waits[0] > 0:
+                        waits[0] -= 1
+                        seen, deadline = len(stored), time.monotonic() + 5
+                        while len(stored) == seen and time.monotonic() < deadline:
+                            time.sleep(0.001)
+                    return out
+
+                pruner._delete_window = delete_then_wait_for_writer  # type: ignore[method-assign]
                 at_start = len(stored)
                 result = pruner.prune("2025-01-01", window=20)  # 100 short write transactions
                 during = len(stored) - at_start
