@@ -19,7 +19,7 @@ from ldp.budget import lifetime_worst_case, per_report_epsilon
 from ldp.envelope import generate_keypair, seal
 from ldp.errors import DecodeError
 from ldp.report import decode_report
-from ldp.schema import canonical_dumps, shipped_schema
+from ldp.schema import Schema, canonical_dumps, load_schema, shipped_schema
 from server_agg import aggregate as agg
 from server_agg.aggregate import (
     REJECT_REASONS,
@@ -71,9 +71,9 @@ def _edit(plaintext: bytes, **changes: Any) -> bytes:
     return canonical_dumps(doc).encode()
 
 
-def _reference(items: list[bytes]) -> dict[str, Any]:
+def _reference(items: list[bytes], known: tuple[Schema, ...] = (SCHEMA,)) -> dict[str, Any]:
     """What the strict decoder alone says, in the same plain form as ``Counts.to_plain``."""
-    schemas = {SCHEMA.id: SCHEMA}
+    schemas = {s.id: s for s in known}
     rejects: Counter[str] = Counter()
     groups: dict[str, dict[str, Any]] = {}
     for data in items:
@@ -85,7 +85,7 @@ def _reference(items: list[bytes]) -> dict[str, Any]:
         key = "/".join((report.schema_id, report.kind, report.period))
         group = groups.setdefault(key, {"n": 0, "support": {}})
         group["n"] += 1
-        for spec in SCHEMA.kind(report.kind).fields:
+        for spec in schemas[report.schema_id].kind(report.kind).fields:
             rnd = spec.randomizer()
             vec = rnd.support(rnd.encode_batch([report.fields[spec.name]]))
             old = group["support"].get(spec.name)
@@ -277,6 +277,21 @@ class TestFastPath:
         assert count_plaintexts(mixed, kind="usage", period="2026-W11").to_plain() == filtered
         assert calls["n"] == len(mixed)
         assert filtered["excluded"] == len(mixed) - 80
+
+    def test_two_schemas_in_one_chunk(self) -> None:
+        """Reports of two known schema versions with the same kinds and fields, mixed in one
+        chunk, are counted per schema exactly as the strict decoder counts them."""
+        doc = json.loads(SCHEMA.canonical_json())
+        doc["version"] += 1
+        newer = load_schema(json.dumps(doc))
+        assert newer.id != SCHEMA.id
+        moved = [_edit(p, schema=newer.id) for p in VALID[::2]]
+        mixed = [*moved, *VALID[1::2]]
+        counts = count_plaintexts(mixed, (SCHEMA, newer)).to_plain()
+        assert counts == _reference(mixed, (SCHEMA, newer))
+        assert {key.split("/")[0] for key in counts["groups"]} == {SCHEMA.id, newer.id}
+        # Only the shipped schema known: the newer reports are rejects, the rest still count.
+        assert count_plaintexts(mixed).to_plain() == _reference(mixed)
 
     @pytest.mark.parametrize(
         "odd",
