@@ -456,7 +456,8 @@ class _ChunkPattern:
 
     def __init__(self, schemas: Mapping[str, Schema]) -> None:
         branches = []
-        #: Per branch: (group key prefix, kind pattern, index of its first group).
+        #: Per branch: (schema id, kind, its kind pattern, index of its first group). Names are
+        #: schema-validated ``[a-z0-9_]``, so they stand in the expression as they are.
         self.branches: list[tuple[str, str, _KindPattern, int]] = []
         first = 0
         for schema in schemas.values():
