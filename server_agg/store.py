@@ -19,6 +19,7 @@ report's bytes are overwritten, not left in page slack, free pages or the write-
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import re
@@ -239,14 +240,22 @@ class Store:
                     raise ValueError(f"report {i} of batch {b} is empty")
                 pairs.append((hashlib.sha256(report).digest(), report))
             hashed.append(pairs)
+        with self._write() as db:
+            results, new_rows = self._dedupe(hashed)
+            for start in range(0, len(new_rows), _ROWS_PER_INSERT):
+                chunk = new_rows[start : start + _ROWS_PER_INSERT]
+                db.execute(_insert_sql(len(chunk)), _flatten(day, chunk))
+        return results
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction under the lock: ``BEGIN IMMEDIATE``, then ``COMMIT`` when
+        the block ends, ``ROLLBACK`` if it raises; SQLite errors become :class:`StoreError`."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    results, new_rows = self._dedupe(hashed)
-                    for start in range(0, len(new_rows), _ROWS_PER_INSERT):
-                        chunk = new_rows[start : start + _ROWS_PER_INSERT]
-                        self._db.execute(_insert_sql(len(chunk)), _flatten(day, chunk))
+                    yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
                     if self._db.in_transaction:
@@ -254,7 +263,6 @@ class Store:
                     raise
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot write to store {self.path}: {exc}") from None
-        return results
 
     def _dedupe(
         self, hashed: list[list[tuple[bytes, bytes]]]
@@ -403,21 +411,9 @@ class Store:
 
     def _delete_window(self, bounds: tuple[int, int, str]) -> tuple[int, int]:
         """Count and delete one window's expired reports in one short write transaction."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    found, lost = self._db.execute(_EXPIRED_SQL, bounds).fetchone()
-                    self._db.execute(
-                        "DELETE FROM reports WHERE id > ? AND id <= ? AND day < ?", bounds
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to store {self.path}: {exc}") from None
+        with self._write() as db:
+            found, lost = db.execute(_EXPIRED_SQL, bounds).fetchone()
+            db.execute("DELETE FROM reports WHERE id > ? AND id <= ? AND day < ?", bounds)
         return int(found), int(lost or 0)
 
     # -- export bookkeeping ----------------------------------------------------------------------
@@ -437,38 +433,23 @@ class Store:
         at a time, so every report committed later gets a rowid above ``last_id`` and falls into
         the next run. Refuses while another run is still pending (finish that one first).
         """
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    pending = self._db.execute(
-                        "SELECT id FROM exports WHERE state = 'pending' LIMIT 1"
-                    ).fetchone()
-                    if pending is not None:
-                        raise StoreError(f"export {pending[0]} is still pending; finish it first")
-                    first = self._db.execute(
-                        "SELECT coalesce(max(last_id), 0) FROM exports"
-                    ).fetchone()[0]
-                    last = self._db.execute("SELECT coalesce(max(id), 0) FROM reports").fetchone()[
-                        0
-                    ]
-                    claim = None
-                    if last > first:
-                        cur = self._db.execute(
-                            "INSERT INTO exports (first_id, last_id, out_dir, state) "
-                            "VALUES (?, ?, ?, 'pending')",
-                            (first, last, out_dir),
-                        )
-                        assert cur.lastrowid is not None
-                        claim = ExportClaim(cur.lastrowid, int(first), int(last), out_dir)
-                    self._db.execute("COMMIT")
-                    return claim
-                except BaseException:
-                    if self._db.in_transaction:
-                        self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise StoreError(f"cannot write to store {self.path}: {exc}") from None
+        with self._write() as db:
+            pending = db.execute(
+                "SELECT id FROM exports WHERE state = 'pending' LIMIT 1"
+            ).fetchone()
+            if pending is not None:
+                raise StoreError(f"export {pending[0]} is still pending; finish it first")
+            first = db.execute("SELECT coalesce(max(last_id), 0) FROM exports").fetchone()[0]
+            last = db.execute("SELECT coalesce(max(id), 0) FROM reports").fetchone()[0]
+            if last <= first:
+                return None
+            cur = db.execute(
+                "INSERT INTO exports (first_id, last_id, out_dir, state) "
+                "VALUES (?, ?, ?, 'pending')",
+                (first, last, out_dir),
+            )
+            assert cur.lastrowid is not None
+            return ExportClaim(cur.lastrowid, int(first), int(last), out_dir)
 
     def finish_export(self, export_id: int) -> None:
         """Mark a run done, after all its files are durably in place."""
