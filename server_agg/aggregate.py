@@ -234,9 +234,13 @@ def schema_map(schemas: Sequence[Schema] | None) -> dict[str, Schema]:
 # makes decoding cost a few microseconds next to the ~55 us of an HPKE open.
 _INT: Final = rb"(?:0|[1-9][0-9]*)"
 _VALUE: Final = rb"(" + _INT + rb"|\[(?:" + _INT + rb"(?:," + _INT + rb")*)?\])"
+#: The period as the canonical encoding writes it; whether it is a real ISO week is
+#: :func:`_period_ok`'s question.
+_PERIOD_GROUP: Final = rb"([0-9]{4}-W[0-9]{2})"
 _TAIL: Final = re.compile(
-    rb'\},"kind":"([a-z0-9_]{1,32})","period":"([0-9]{4}-W[0-9]{2})",'
-    rb'"schema":"([0-9a-f]{16})","v":1\}\Z'
+    rb'\},"kind":"([a-z0-9_]{1,32})","period":"'
+    + _PERIOD_GROUP
+    + rb'","schema":"([0-9a-f]{16})","v":1\}\Z'
 )
 _TAIL_START: Final = b'},"kind":"'
 #: Distinct values cached per field; beyond it (OLH: one value per seed) values are validated
@@ -444,7 +448,6 @@ def _fast_parse(data: bytes, schemas: Mapping[str, Schema]) -> _Parsed | None:
 #: decided once per distinct value by :meth:`_FieldCache.lookup`, which also demands that it is
 #: the value's canonical form.
 _LOOSE_VALUE: Final = rb"([0-9,\[\]]{1,4096})"
-_PERIOD_GROUP: Final = rb"([0-9]{4}-W[0-9]{2})"
 
 
 class _ChunkPattern:
