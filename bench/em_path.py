@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import oracles  # bench/ is a folder of scripts, not a package
 import results
 
-from ldp.estimate import apply_consistency
+from ldp.estimate import apply_consistency, em_update
 from ldp.mechanisms import choose
 
 CHECKPOINTS = (1_000, 3_000, 10_000, 30_000, 100_000)
@@ -39,16 +40,21 @@ TOL = 1e-12  # IBU's early stop: largest change of one frequency below this
 CV_EVERY = 250  # iterations between two held-out checks
 
 
-def _em_step(
-    f: npt.NDArray[np.float64], support: npt.NDArray[np.float64], n: int, p: float, q: float
-) -> npt.NDArray[np.float64]:
-    """One EM update, exactly as ``ldp.estimate``'s ``mle`` does it."""
-    d = support.size
-    expected = n * (q * f.sum() + (p - q) * f)
-    ratio = np.divide(support, expected, out=np.zeros(d), where=expected > 0)
-    new = f * (q * ratio.sum() + (p - q) * ratio) / (p + (d - 1) * q)
-    out: npt.NDArray[np.float64] = new / new.sum()
-    return out
+def _em_iterates(
+    support: npt.NDArray[np.float64], n: int, p: float, q: float
+) -> Iterator[tuple[int, npt.NDArray[np.float64], bool]]:
+    """``(iterations done, iterate, converged)`` of EM from the uniform distribution, with the
+    update of ``ldp.estimate``'s ``mle`` (:func:`ldp.estimate.em_update`); ends after the last
+    checkpoint or once no frequency changes by TOL."""
+    f = np.full(support.size, 1.0 / support.size)
+    for done in range(1, CHECKPOINTS[-1] + 1):
+        new = em_update(f, support, n, p, q)
+        new /= new.sum()
+        converged = bool(np.max(np.abs(new - f)) < TOL)
+        f = new
+        yield done, f, converged
+        if converged:
+            return
 
 
 def em_path(
@@ -56,18 +62,12 @@ def em_path(
 ) -> dict[int, npt.NDArray[np.float64]]:
     """The EM iterate after each checkpoint's number of iterations (once the change falls below
     TOL, later checkpoints repeat it)."""
-    f = np.full(support.size, 1.0 / support.size)
     out: dict[int, npt.NDArray[np.float64]] = {}
-    done = 0
-    converged = False
-    for stop in CHECKPOINTS:
-        while done < stop and not converged:
-            new = _em_step(f, support, n, p, q)
-            converged = bool(np.max(np.abs(new - f)) < TOL)
-            f = new
-            done += 1
-        out[stop] = f.copy()
-    return out
+    f = np.full(support.size, 1.0 / support.size)
+    for done, f, _converged in _em_iterates(support, n, p, q):
+        if done in CHECKPOINTS:
+            out[done] = f
+    return {stop: out.get(stop, f) for stop in CHECKPOINTS}
 
 
 def held_out_stop(
@@ -81,19 +81,13 @@ def held_out_stop(
     """EM on one half's support counts, stopped where the other half is most likely: every
     CV_EVERY iterations up to the last checkpoint, the held-out half's log-likelihood under
     independent Binomial(n_held, q + (p - q) f_v) support counts (the model EM itself fits)."""
-    f = np.full(fit.size, 1.0 / fit.size)
-    best, best_ll = f, -np.inf
-    for done in range(1, CHECKPOINTS[-1] + 1):
-        new = _em_step(f, fit, n_fit, p, q)
-        converged = bool(np.max(np.abs(new - f)) < TOL)
-        f = new
+    best, best_ll = np.full(fit.size, 1.0 / fit.size), -np.inf
+    for done, f, converged in _em_iterates(fit, n_fit, p, q):
         if done % CV_EVERY == 0 or converged:
             pi = q + (p - q) * f
             ll = float(np.sum(held * np.log(pi) + (n_held - held) * np.log1p(-pi)))
             if ll > best_ll:
                 best, best_ll = f, ll
-        if converged:
-            break
     return best
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "CONSISTENCY",
     "FrequencyEstimate",
     "apply_consistency",
+    "em_update",
     "estimate_frequencies",
     "frequency_variance",
     "project_simplex",
@@ -78,6 +79,20 @@ def project_simplex(v: npt.ArrayLike, total: float = 1.0) -> FloatArray:
     return out
 
 
+def em_update(
+    f: FloatArray, support: FloatArray, n: int, p_star: float, q_star: float
+) -> FloatArray:
+    """One EM step of ``mle`` from ``f``, *before* renormalisation (the caller divides by the
+    sum, and stops if it is not positive). Public so that studies of the EM path (e.g.
+    ``bench/em_path.py``) run exactly the analyzer's update."""
+    d = support.size
+    gap = p_star - q_star
+    expected = n * (q_star * f.sum() + gap * f)
+    ratio = np.divide(support, expected, out=np.zeros(d), where=expected > 0)
+    out: FloatArray = f * (q_star * ratio.sum() + gap * ratio) / (p_star + (d - 1) * q_star)
+    return out
+
+
 def _mle(
     support: FloatArray,
     n: int,
@@ -90,14 +105,9 @@ def _mle(
     """EM for support counts s_v ~ Poisson(n (q* + (p* - q*) f_v)) with f on the simplex."""
     d = support.size
     f = np.full(d, 1.0 / d)
-    colsum = p_star + (d - 1) * q_star
-    gap = p_star - q_star
     s = np.maximum(support, 0.0)
     for _ in range(max_iter):
-        expected = n * (q_star * f.sum() + gap * f)
-        ratio = np.divide(s, expected, out=np.zeros(d), where=expected > 0)
-        back = q_star * ratio.sum() + gap * ratio
-        new = f * back / colsum
+        new = em_update(f, s, n, p_star, q_star)
         total = new.sum()
         if total <= 0:
             break
