@@ -120,24 +120,24 @@ class AggregateError(Exception):
     """The analysis cannot run (bad options, unreadable input); the message says which and why."""
 
 
+#: Error class -> reject reason, most specific first (the decoder's errors subclass DecodeError).
+_REASON_OF: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (EnvelopeError, "decrypt"),
+    (UnknownSchemaError, "unknown_schema"),
+    (OutOfRangeError, "out_of_range"),
+    (WrongTypeError, "wrong_type"),
+    (UnknownFieldError, "unknown_field"),
+    (MissingFieldError, "missing_field"),
+    (TooLargeError, "too_large"),
+    (DecodeError, "malformed"),
+)
+
+
 def reject_reason(exc: BaseException) -> str:
     """The :data:`REJECT_REASONS` entry for an exception raised while opening or decoding."""
-    if isinstance(exc, EnvelopeError):
-        return "decrypt"
-    if isinstance(exc, UnknownSchemaError):
-        return "unknown_schema"
-    if isinstance(exc, OutOfRangeError):
-        return "out_of_range"
-    if isinstance(exc, WrongTypeError):
-        return "wrong_type"
-    if isinstance(exc, UnknownFieldError):
-        return "unknown_field"
-    if isinstance(exc, MissingFieldError):
-        return "missing_field"
-    if isinstance(exc, TooLargeError):
-        return "too_large"
-    if isinstance(exc, DecodeError):
-        return "malformed"
+    for cls, reason in _REASON_OF:
+        if isinstance(exc, cls):
+            return reason
     return "internal"
 
 
