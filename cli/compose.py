@@ -3,7 +3,7 @@ roll-over (issue 6) share, so what ``20i telemetry preview`` shows is what would
 
 True values exist only inside :func:`true_values` and :func:`compose` and go straight into the
 randomizers; :func:`compose` hands them back next to each report only so that the roll-over can
-note in the memo ledger which permanent responses were used (as HMAC digests). Nothing here
+freeze each epoch's response in the epoch memo (randomized responses only). Nothing here
 writes them anywhere, and nothing here sends anything. Imports ``ldp`` (and so its
 mechanisms): never call this on a host command's fast path.
 """
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from cli.tally import Tally
 
 if TYPE_CHECKING:
+    from ldp.epochs import EpochMemo
     from ldp.report import Report
     from ldp.sampling import RandomSource
     from ldp.schema import Schema
@@ -45,7 +46,8 @@ def true_values(
 ) -> dict[str, object] | None:
     """The true field values of ``kind`` for this tally, or ``None`` if it recorded nothing.
 
-    ``os`` and ``arch`` are this machine's (``ldp.values.os_value()`` / ``arch_value()``).
+    ``os`` and ``arch`` are this machine's (``ldp.values.os_value()`` / ``arch_value()``);
+    ``platform`` (schema v2) is the two joined as ``os-arch``. A schema takes the fields it has.
     """
     if kind == "usage":
         usage = tally.usage
@@ -55,6 +57,7 @@ def true_values(
             "cli_version": usage.cli_version or "other",
             "os": os,
             "arch": arch,
+            "platform": f"{os}-{arch}",
             "command": sample_count(usage.commands, rand),
             "modules": frozenset(usage.modules),
         }
@@ -80,6 +83,7 @@ def compose(
     secret: bytes,
     kinds: tuple[str, ...] = ("usage", "errors"),
     rand: RandomSource | None = None,
+    memo: EpochMemo | None = None,
 ) -> list[Composed]:
     """The randomized reports this tally produces for the report kinds in ``kinds``, in order.
 
@@ -97,7 +101,9 @@ def compose(
     for kind in kinds:
         values = true_values(kind, tally, source, **machine)
         if values is not None:
-            report = build_report(schema, kind, tally.period, values, secret, source)
+            wanted = schema.kind(kind).field_names
+            values = {name: value for name, value in values.items() if name in wanted}
+            report = build_report(schema, kind, tally.period, values, secret, source, memo)
             composed.append(Composed(kind, values, report))
     return composed
 
@@ -108,6 +114,8 @@ def compose_reports(
     secret: bytes,
     kinds: tuple[str, ...] = ("usage", "errors"),
     rand: RandomSource | None = None,
+    memo: EpochMemo | None = None,
 ) -> list[Report]:
-    """Only the reports of :func:`compose` (what ``preview`` shows)."""
-    return [item.report for item in compose(tally, schema, secret, kinds, rand)]
+    """Only the reports of :func:`compose` (what ``preview`` shows; it reads the memo and
+    never writes it)."""
+    return [item.report for item in compose(tally, schema, secret, kinds, rand, memo)]

@@ -78,6 +78,8 @@ def _field_row(spec: Any) -> dict[str, Any]:
         "domain_size": spec.d,
         "pad": spec.pad,
         "mechanism": randomizer.mechanism,
+        "epoch_weeks": spec.epoch_weeks,
+        "expires": spec.expires,
         "epsilon_perm": randomizer.epsilon_perm,
         "epsilon_1": randomizer.epsilon_1,
         "p_star": randomizer.p_star,
@@ -91,9 +93,11 @@ def _example(schema: Schema, kind: str) -> dict[str, Any]:
 
     values = dict(_EXAMPLE_VALUES[kind])
     if kind == "usage":
-        values.update(os=os_value(), arch=arch_value())
+        machine = {"os": os_value(), "arch": arch_value()}
+        machine["platform"] = f"{machine['os']}-{machine['arch']}"
+        values.update((k, v) for k, v in machine.items() if k in schema.kind(kind).field_names)
     # A throwaway secret: the example shows the format without spending this machine's
-    # permanent responses or touching its ledger.
+    # permanent responses or touching its epoch memo.
     report = build_report(
         schema, kind, iso_period(datetime.now(UTC)), values, os.urandom(SECRET_BYTES)
     )
@@ -106,18 +110,20 @@ def _jsonable(values: Mapping[str, object]) -> dict[str, object]:
 
 def info_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
     """Everything ``info`` shows, as plain JSON values (stable shape, ``format`` = 1)."""
-    from ldp.budget import Ledger, lifetime_worst_case, per_report_epsilon
+    from ldp.budget import per_report_epsilon, year_budget
+    from ldp.epochs import EpochMemo
     from ldp.errors import DecodeError
 
     schema = _schema()
-    ledger = Ledger(paths.ledger_file)
-    ledger_problem = None
+    memo_problem = None
+    period = iso_period(datetime.now(UTC))
+    try:
+        year = year_budget(schema, memo=EpochMemo(paths.epochs_file), period=period)
+    except (DecodeError, OSError) as exc:
+        year, memo_problem = year_budget(schema), str(exc)
     kinds = []
     for kind in schema.kinds:
-        try:
-            actual: float | None = ledger.actual_lifetime_epsilon(kind)
-        except (DecodeError, OSError) as exc:
-            actual, ledger_problem = None, str(exc)
+        actual = [f.actual for f in year.fields if f.kind == kind.name]
         kinds.append(
             {
                 "name": kind.name,
@@ -126,8 +132,10 @@ def info_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
                 "fields": [_field_row(spec) for spec in kind.fields],
                 "epsilon": {
                     "per_report": per_report_epsilon(kind),
-                    "lifetime_worst_case": lifetime_worst_case(kind),
-                    "lifetime_actual": actual,
+                    "year_bound": year.kind_bound(kind.name),
+                    "year_actual": None
+                    if any(a is None for a in actual)
+                    else sum(a or 0.0 for a in actual),
                 },
                 "example": _example(schema, kind.name),
             }
@@ -139,8 +147,9 @@ def info_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
         "schema": {"name": schema.name, "version": schema.version, "id": schema.id},
         "on": {"usage": decision.usage, "errors": decision.errors, "source": decision.source},
         "kinds": kinds,
+        "year": year.to_json(),
         "never_collected": list(NEVER_COLLECTED),
-        "ledger": {"path": str(paths.ledger_file), "problem": ledger_problem},
+        "memo": {"path": str(paths.epochs_file), "problem": memo_problem},
         "endpoint": destination.to_dict(),
         "policy": {"path": policy_location(), "command": "20i telemetry policy"},
     }
@@ -172,7 +181,10 @@ def preview_document(paths: Paths, env: Mapping[str, str], now: datetime) -> dic
         notes.append("nothing recorded this period yet: no report would be produced")
     reports = []
     if tally is not None and kinds:
-        for report in compose_reports(tally, _schema(), secret, kinds):
+        from ldp.epochs import EpochMemo
+
+        memo = EpochMemo(paths.epochs_file)
+        for report in compose_reports(tally, _schema(), secret, kinds, memo=memo):
             encoded = report.encode()
             reports.append(
                 {
@@ -202,10 +214,12 @@ def render_info(doc: dict[str, Any]) -> str:
     out = [
         f"20i telemetry collects these reports (schema {schema['name']} v{schema['version']},"
         f" id {schema['id']}). Every field is randomized on this machine (local differential"
-        " privacy) before it is sealed and sent; epsilon_perm bounds what all reports of one"
-        " value ever reveal, epsilon_1 what one report reveals.",
+        " privacy) once per epoch of R weeks and the answer is kept for the epoch, so that"
+        " everything your reports of any 52 weeks reveal is bounded, whatever you do:"
+        f" at most {_fmt(doc['year']['total'])} for all kinds together"
+        f" (your reports of the last 52 weeks: {_fmt(doc['year']['actual_total'])}).",
     ]
-    header = ("field", "kind", "values", "mechanism", "eps_perm", "eps_1", "p*", "q*")
+    header = ("field", "kind", "values", "mechanism", "R", "eps", "p*", "q*")
     for kind in doc["kinds"]:
         out.append("")
         out.append(f"{kind['name']} reports: {kind['doc']} Consent: {kind['consent']}.")
@@ -215,8 +229,8 @@ def render_info(doc: dict[str, Any]) -> str:
                 f["kind"] + (f" (pad {f['pad']})" if f["pad"] else ""),
                 str(f["domain_size"]),
                 f["mechanism"],
+                str(f["epoch_weeks"]),
                 f"{f['epsilon_perm']:.2f}",
-                f"{f['epsilon_1']:.2f}",
                 f"{f['p_star']:.4f}",
                 f"{f['q_star']:.4f}",
             )
@@ -231,9 +245,9 @@ def render_info(doc: dict[str, Any]) -> str:
             out.append(f"  {f['name']}: {', '.join(f['domain'])}")
         eps = kind["epsilon"]
         out.append(
-            f"  epsilon per report {_fmt(eps['per_report'])}; lifetime worst case"
-            f" {_fmt(eps['lifetime_worst_case'])}, this machine so far"
-            f" {_fmt(eps['lifetime_actual'])}"
+            f"  epsilon per report at most {_fmt(eps['per_report'])}; any 52 weeks at most"
+            f" {_fmt(eps['year_bound'])} (proven bound), this machine's last 52 weeks"
+            f" {_fmt(eps['year_actual'])}"
         )
         example = kind["example"]
         shown = ", ".join(
@@ -250,8 +264,8 @@ def render_info(doc: dict[str, Any]) -> str:
     out.append(f"endpoint      {endpoint['url'] or 'not configured'}")
     out.append(f"analyzer key  {endpoint['public_key_fingerprint'] or 'not configured'}")
     out.append(f"policy        {doc['policy']['path']} (or run `{doc['policy']['command']}`)")
-    if doc["ledger"]["problem"]:
-        out.append(f"note: the epsilon ledger is unreadable: {doc['ledger']['problem']}")
+    if doc["memo"]["problem"]:
+        out.append(f"note: the epoch memo is unreadable: {doc['memo']['problem']}")
     return "\n".join(out)
 
 

@@ -31,7 +31,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -48,9 +48,7 @@ from cli.state import (
 from cli.tally import Tally, clear_tally, iso_period, read_tally
 
 if TYPE_CHECKING:
-    from ldp.budget import Ledger
     from ldp.sampling import RandomSource
-    from ldp.schema import ReportKind
 
 __all__ = [
     "Spawner",
@@ -200,19 +198,23 @@ def _roll_over(
 
     from cli import spool
     from cli.compose import compose
-    from ldp.budget import Ledger
     from ldp.envelope import seal
+    from ldp.epochs import EpochMemo, week_index
+    from ldp.report import epoch_responses
 
-    ledger = Ledger(paths.ledger_file)
+    memo = EpochMemo(paths.epochs_file)
     written: list[Path] = []
     # The same recipe as `20i telemetry preview`; _reportable_kinds checked each kind recorded
     # something, so every kind yields a report.
-    for kind, values, report in compose(tally, schema, secret, kinds, rand):
+    for kind, values, report in compose(tally, schema, secret, kinds, rand, memo):
         plaintext = report.encode()
-        # Digests only; a broken ledger file must not cost the report (it only over-counts
-        # when it works, and `info` says when it does not).
-        with contextlib.suppress(Exception):
-            _record_memo_keys(ledger, schema.kind(kind), values, secret)
+        # Freeze the epoch's responses *before* the report can leave: a crash after this only
+        # over-counts the spend, while the other order could let a later week of the same
+        # epoch draw a second response. A memo that cannot be written stops the report.
+        memo.commit(
+            epoch_responses(schema, kind, tally.period, values, secret, memo),
+            week_index(tally.period),
+        )
         path = spool.add(
             paths,
             kind=kind,
@@ -225,20 +227,6 @@ def _roll_over(
         written.append(path)
     clear_tally(paths.tally_file)
     return written
-
-
-def _record_memo_keys(
-    ledger: Ledger, report_kind: ReportKind, values: Mapping[str, object], secret: bytes
-) -> None:
-    """Note in the ledger which permanent responses this report used (HMAC digests only)."""
-    for spec in report_kind.fields:
-        value = values[spec.name]
-        if spec.kind == "categorical":
-            x: int | frozenset[int] = spec.index(value)
-        else:
-            assert isinstance(value, Collection)  # set fields take a collection (true_values)
-            x = spec.indices(value)
-        ledger.record_value(spec.randomizer(), spec.name, x, secret)
 
 
 # --- starting the sender ---------------------------------------------------------------------

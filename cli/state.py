@@ -1,6 +1,6 @@
 """Where 20i telemetry keeps its files, and the small file primitives every cli module shares.
 
-Consent lives in the user config dir; the secret, memo ledger, tally, sent log and spool live
+Consent lives in the user config dir; the secret, epoch memo, tally, sent log and spool live
 in ``telemetry`` folders of the user state and cache dirs (platformdirs). Nothing here ever
 uses the working directory or a project, and nothing here may import numpy, httpx or
 cryptography: a host command's ``record()`` goes through this module.
@@ -95,9 +95,10 @@ class Paths:
         return self.state_dir / "secret"
 
     @property
-    def ledger_file(self) -> Path:
-        """The lifetime epsilon ledger (``ldp.budget.Ledger``): HMAC digests, never values."""
-        return self.state_dir / "ledger.json"
+    def epochs_file(self) -> Path:
+        """Each field's frozen epoch response and the epochs that reported (``ldp.epochs``):
+        randomized responses only, never a true value."""
+        return self.state_dir / "epochs.json"
 
     @property
     def tally_file(self) -> Path:

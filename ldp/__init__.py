@@ -11,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from ldp.amplification import CentralEpsilon, central_epsilon
-from ldp.budget import Ledger, lifetime_worst_case, per_report_epsilon
+from ldp.budget import YearBudget, per_report_epsilon, year_budget
 from ldp.envelope import fingerprint, open_sealed, seal
 from ldp.errors import (
     DecodeError,
@@ -31,7 +31,7 @@ from ldp.mechanisms import GRR, OLH, OUE, SS, SUE, Mechanism, choose, from_name
 from ldp.report import Report, build_report, decode_report, iso_period, parse_period
 from ldp.schema import EPSILON_CAPS, FieldSpec, ReportKind, Schema, load_schema, shipped_schema
 from ldp.sets import SetOracle
-from ldp.values import arch_value, os_value, version_bucket
+from ldp.values import arch_value, os_value, platform_value, version_bucket
 
 if TYPE_CHECKING:
     from ldp.estimate import FrequencyEstimate, estimate_frequencies
@@ -50,7 +50,6 @@ __all__ = [
     "FieldSpec",
     "FrequencyEstimate",
     "LdpError",
-    "Ledger",
     "LongitudinalOracle",
     "Mechanism",
     "MissingFieldError",
@@ -65,6 +64,7 @@ __all__ = [
     "UnknownFieldError",
     "UnknownSchemaError",
     "WrongTypeError",
+    "YearBudget",
     "arch_value",
     "build_report",
     "central_epsilon",
@@ -74,16 +74,17 @@ __all__ = [
     "fingerprint",
     "from_name",
     "iso_period",
-    "lifetime_worst_case",
     "load_schema",
     "longitudinal",
     "open_sealed",
     "os_value",
     "parse_period",
     "per_report_epsilon",
+    "platform_value",
     "seal",
     "shipped_schema",
     "version_bucket",
+    "year_budget",
 ]
 
 #: Public names whose modules import numpy: resolved lazily so ``import ldp`` stays light.

@@ -1,40 +1,35 @@
-"""The epsilon ledger: what one report costs, what a lifetime can cost, and what this machine spent.
+"""The epsilon budget: what one report costs, what any 52 weeks can cost, what this machine spent.
 
 Per report, the fields of a report kind compose sequentially: the sum of their ``epsilon_1``.
-Over a lifetime, each distinct value (memo key) that ever got a permanent randomized response
-can reveal at most ``epsilon_perm``, so the worst case is ``sum(epsilon_perm * memo_space)``
-and this machine's actual spend counts the memo keys it really used. The :class:`Ledger` keeps
-only HMAC digests of those keys under the local secret: it must never hold a raw value, a
-memo label or a PRR, so reading the file reveals how many values were used, not which.
+Over any 52 weeks (schema v2's epochs, docs/PRIVACY-OVER-TIME.md), a field's reports reveal
+at most one permanent response per epoch they touch: ``epochs_touched(R) * epsilon_perm``,
+whatever the values do. That is the *yearly bound*, a theorem that ``ldp.transcript`` checks
+exactly on adversarial histories. This machine's *actual* spend counts the epochs that really
+sent a report in the last 52 weeks (``ldp.epochs.EpochMemo``), so it is never above the bound.
+A v1 field (a memo per value, no epochs) has no finite yearly bound: ``inf``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import hmac
-import json
-import os
-import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ldp.errors import DecodeError, ParameterError
-from ldp.longitudinal import FieldRandomizer, field_bytes
+from ldp.longitudinal import FieldRandomizer
+
+if TYPE_CHECKING:
+    from ldp.epochs import EpochMemo
+    from ldp.schema import Schema
 
 __all__ = [
     "FieldLike",
+    "FieldYear",
     "KindLike",
-    "Ledger",
-    "lifetime_worst_case",
-    "memo_digest",
+    "YearBudget",
     "per_report_epsilon",
+    "year_budget",
 ]
-
-_DIGEST = re.compile(r"[0-9a-f]{64}")
-_FORMAT = 1
 
 
 class FieldLike(Protocol):
@@ -62,141 +57,101 @@ def per_report_epsilon(kind: KindLike | Iterable[FieldLike]) -> float:
     return sum(f.randomizer().epsilon_1 for f in _fields(kind))
 
 
-def lifetime_worst_case(kind: KindLike | Iterable[FieldLike]) -> float:
-    """Worst-case lifetime epsilon: per field, ``epsilon_perm`` times every memo key it has.
+@dataclass(frozen=True)
+class FieldYear:
+    """One field's yearly line: its epsilon per epoch, epochs per 52 weeks, bound and spend."""
 
-    A categorical field has one memo key per value (d); a set field one per real or dummy item
-    (d + pad). Reached only by a user who, over time, reports every possible value.
+    kind: str
+    name: str
+    epsilon: float
+    epoch_weeks: int | None
+    epochs: int | None
+    bound: float
+    actual: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The line as JSON values (``null`` for an unbounded v1 field's bound)."""
+        return {
+            "kind": self.kind,
+            "field": self.name,
+            "epsilon_per_epoch": self.epsilon,
+            "epoch_weeks": self.epoch_weeks,
+            "epochs_per_52_weeks": self.epochs,
+            "year_bound": self.bound if math.isfinite(self.bound) else None,
+            "actual": self.actual,
+        }
+
+
+@dataclass(frozen=True)
+class YearBudget:
+    """The yearly bound of a schema's fields (and this machine's spend beside it).
+
+    ``total`` is the bound for a user who sends every kind in ``kinds``; ``actual_total``
+    what this machine's reports of the last 52 weeks can have revealed, at most ``total``.
     """
-    return sum(f.randomizer().epsilon_perm * f.randomizer().memo_space for f in _fields(kind))
 
+    fields: tuple[FieldYear, ...]
+    kinds: tuple[str, ...]
 
-def memo_digest(secret: bytes, label: bytes) -> str:
-    """Hex HMAC-SHA256 of a memo label under the local secret: what the ledger stores.
-
-    The ``ledger/`` prefix separates these from the PRR streams, whose HMAC messages start with
-    ``prr/`` or ``pick/``, so a digest never equals a block of any PRR's randomness.
-    """
-    if len(secret) < 16:
-        raise ParameterError(f"secret length ({len(secret)} bytes) must be >= 16")
-    return hmac.new(secret, b"ledger/" + label, hashlib.sha256).hexdigest()
-
-
-class Ledger:
-    """HMAC digests of the memo keys that got a PRR, per field, in a small JSON file.
-
-    The file is ``{"v": 1, "fields": {"<field>": ["<64 hex>", ...]}}``, rewritten atomically
-    (temporary file in the same directory, fsync, rename) with mode 0600. Concurrent writers on
-    POSIX are serialized by an advisory lock on ``<path>.lock``.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._path = Path(path)
+    def kind_bound(self, kind: str) -> float:
+        """Bound of one report kind's fields over any 52 weeks."""
+        return math.fsum(f.bound for f in self.fields if f.kind == kind)
 
     @property
-    def path(self) -> Path:
-        """Where the ledger lives (in the user's state directory)."""
-        return self._path
+    def total(self) -> float:
+        """Bound over any 52 weeks for all kinds together."""
+        return math.fsum(f.bound for f in self.fields)
 
-    def _load(self) -> dict[str, set[str]]:
-        try:
-            text = self._path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}
-        try:
-            doc = json.loads(text)
-        except ValueError as exc:
-            raise DecodeError(f"ledger {self._path} is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("v") != _FORMAT:
-            raise DecodeError(f"ledger {self._path} must be an object with v = {_FORMAT}")
-        fields = doc.get("fields")
-        if not isinstance(fields, dict):
-            raise DecodeError(f"ledger {self._path} must have a 'fields' object")
-        out: dict[str, set[str]] = {}
-        for name, digests in fields.items():
-            if not isinstance(digests, list) or not all(
-                isinstance(x, str) and _DIGEST.fullmatch(x) for x in digests
-            ):
-                raise DecodeError(f"ledger field {name!r} must be a list of 64-hex digests")
-            out[name] = set(digests)
-        return out
+    @property
+    def actual_total(self) -> float | None:
+        """This machine's spend over the last 52 weeks, if a memo was given."""
+        spent = [f.actual for f in self.fields]
+        return None if any(a is None for a in spent) else math.fsum(a or 0.0 for a in spent)
 
-    def _write(self, data: dict[str, set[str]]) -> None:
-        doc: dict[str, Any] = {
-            "v": _FORMAT,
-            "fields": {name: sorted(data[name]) for name in sorted(data)},
+    def to_json(self) -> dict[str, Any]:
+        """Per field, per kind and total, as JSON values (``null`` where unbounded)."""
+
+        def num(x: float) -> float | None:
+            return x if math.isfinite(x) else None
+
+        return {
+            "window_weeks": 52,
+            "fields": [f.to_json() for f in self.fields],
+            "kinds": {k: num(self.kind_bound(k)) for k in self.kinds},
+            "total": num(self.total),
+            "actual_total": self.actual_total,
         }
-        payload = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".ledger-", dir=self._path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                if hasattr(os, "fchmod"):
-                    os.fchmod(fh.fileno(), 0o600)
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: atomic rename still holds
-            yield
-            return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path.with_name(self._path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
-    def record(self, field: str, digest: str) -> bool:
-        """Note that ``field`` used the memo key with this digest; True if it is new."""
-        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-            raise ParameterError(f"memo digest ({digest!r}) must be 64 lowercase hex digits")
-        field_bytes(field)  # type check of the name
-        with self._locked():
-            data = self._load()
-            known = data.setdefault(field, set())
-            if digest in known:
-                return False
-            known.add(digest)
-            self._write(data)
-            return True
+def year_budget(
+    schema: Schema,
+    kinds: Sequence[str] | None = None,
+    memo: EpochMemo | None = None,
+    period: str | None = None,
+) -> YearBudget:
+    """The yearly bound per field, per kind and in total; with ``memo`` and ``period``, this
+    machine's actual spend over the 52 weeks ending with ``period`` beside it."""
+    from ldp.epochs import epochs_touched, week_index
 
-    def record_value(
-        self, randomizer: FieldRandomizer, field: str, value: Any, secret: bytes
-    ) -> int:
-        """Record every memo key ``value`` uses in ``field``; returns how many were new."""
-        labels = randomizer.memo_keys(value, field, secret)
-        return sum(self.record(field, memo_digest(secret, label)) for label in labels)
-
-    def count(self, field: str) -> int:
-        """How many distinct memo keys ``field`` has used on this machine."""
-        return len(self._load().get(field, ()))
-
-    def counts(self) -> dict[str, int]:
-        """Distinct memo keys per field."""
-        return {name: len(d) for name, d in sorted(self._load().items())}
-
-    def actual_lifetime_epsilon(self, *kinds: KindLike | Iterable[FieldLike]) -> float:
-        """This machine's lifetime spend over the given kinds: ``epsilon_perm`` x keys used."""
-        data = self._load()
-        total = 0.0
-        for kind in kinds:
-            for f in _fields(kind):
-                total += f.randomizer().epsilon_perm * len(data.get(f.name, ()))
-        return total
-
-    def purge(self) -> None:
-        """Delete the ledger (``disable --purge``), together with its lock file."""
-        for p in (self._path, self._path.with_name(self._path.name + ".lock")):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+    names = tuple(schema.kind_names if kinds is None else kinds)
+    week = None if period is None else week_index(period)
+    rows = []
+    for kind_name in names:
+        for spec in schema.kind(kind_name).fields:
+            eps = spec.randomizer().epsilon_perm
+            weeks = spec.epoch_weeks
+            actual = None
+            if memo is not None and week is not None:
+                actual = memo.actual_spend([(spec.name, eps)], week)[spec.name]
+            rows.append(
+                FieldYear(
+                    kind=kind_name,
+                    name=spec.name,
+                    epsilon=eps,
+                    epoch_weeks=weeks,
+                    epochs=None if weeks is None else epochs_touched(weeks),
+                    bound=spec.year_bound(),
+                    actual=actual,
+                )
+            )
+    return YearBudget(tuple(rows), names)

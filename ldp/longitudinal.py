@@ -117,6 +117,8 @@ class FieldRandomizer(Protocol):
     def memo_keys(
         self, value: Any, field: str | bytes, secret: bytes | None = None
     ) -> tuple[bytes, ...]: ...
+    def epoch_response(self, value: Any, secret: bytes, field: str | bytes, epoch: int) -> Any: ...
+    def instantaneous(self, prr: Any, rand: RandomSource = SYSTEM) -> Any: ...
     def validate(self, wire: object) -> None: ...
     def encode_batch(self, wires: Sequence[object]) -> Any: ...
     def support(self, batch: Any) -> npt.NDArray[np.int64]: ...
@@ -143,13 +145,18 @@ def field_bytes(field: str | bytes) -> bytes:
     raise ParameterError(f"field name ({field!r}) must be str or bytes")
 
 
-def prr_label(field: str | bytes, value: int) -> bytes:
+def prr_label(field: str | bytes, value: int, epoch: int | None = None) -> bytes:
     """``b"prr/" + field + b"/" + decimal value``: the HMAC label of one value's PRR.
 
     The value is the last ``/``-separated component and contains only digits, so distinct
-    (field, value) pairs never share a label.
+    (field, value) pairs never share a label. With an ``epoch`` (schema v2) the label is
+    ``b"prr/" + field + b"/e" + epoch + b"/" + value``: one more component, so it never equals
+    a v1 label, and each epoch draws afresh.
     """
-    return b"prr/" + field_bytes(field) + b"/" + str(value).encode("ascii")
+    tail = str(value).encode("ascii")
+    if epoch is not None:
+        tail = b"e" + str(epoch).encode("ascii") + b"/" + tail
+    return b"prr/" + field_bytes(field) + b"/" + tail
 
 
 # --------------------------------------------------------------------------- checks and rounding
@@ -161,9 +168,9 @@ def _check_epsilons(epsilon_perm: float, epsilon_1: float) -> None:
             raise ParameterError(f"{name} ({eps!r}) must be a number")
         if not (math.isfinite(eps) and 0 < eps <= 20):
             raise ParameterError(f"{name} ({eps}) must be > 0 and <= 20")
-    if not epsilon_1 < epsilon_perm:
+    if not epsilon_1 <= epsilon_perm:
         raise ParameterError(
-            f"epsilon_1 ({epsilon_1}) must be < epsilon_perm ({epsilon_perm}): one report can "
+            f"epsilon_1 ({epsilon_1}) must be <= epsilon_perm ({epsilon_perm}): one report can "
             "never cost more than all reports of the same value"
         )
 
@@ -315,6 +322,12 @@ class LongitudinalOracle:
         """The memoized PRR of ``value``: recomputed from the secret, never stored or sent."""
         x = _check_value(value, self.d)
         return self.permanent(x, HmacSource(secret, prr_label(field, x)))
+
+    def epoch_response(self, value: int, secret: bytes, field: str | bytes, epoch: int) -> Any:
+        """The PRR of ``value`` for one epoch (schema v2): drawn from the secret, field, epoch
+        and value, so that every process computes the same one; frozen by ``ldp.epochs``."""
+        x = _check_value(value, self.d)
+        return self.permanent(x, HmacSource(secret, prr_label(field, x, epoch)))
 
     def privatize(
         self, value: int, secret: bytes, field: str | bytes, rand: RandomSource = SYSTEM
@@ -829,7 +842,8 @@ def longitudinal(
 
     ``mechanism`` is one of ``grr``, ``sue`` (L-SUE, RAPPOR), ``oue`` (L-OSUE), ``olh``, ``ss``,
     or ``auto``: the candidate of :data:`AUTO_CANDIDATES` with the smallest composed variance at
-    f = 0 (ties broken in that order). Requires ``0 < epsilon_1 < epsilon_perm``.
+    f = 0 (ties broken in that order). Requires ``0 < epsilon_1 <= epsilon_perm``; equal
+    epsilons make the IRR the identity (schema v2's frozen epochs).
     """
     if mechanism == "auto":
         _check_epsilons(epsilon_perm, epsilon_1)

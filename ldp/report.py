@@ -14,7 +14,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, Final, NoReturn, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
 from ldp.errors import (
     DecodeError,
@@ -27,7 +27,10 @@ from ldp.errors import (
     WrongTypeError,
 )
 from ldp.sampling import SYSTEM, RandomSource
-from ldp.schema import Schema, canonical_dumps
+from ldp.schema import FieldSpec, Schema, canonical_dumps
+
+if TYPE_CHECKING:
+    from ldp.epochs import EpochMemo
 
 __all__ = [
     "FORMAT_VERSION",
@@ -142,6 +145,77 @@ def _check_wire_shape(name: str, wire: object) -> Wire:
     )
 
 
+def _true_input(spec: FieldSpec, true_value: object) -> int | frozenset[int]:
+    """The randomizer input of one field: a domain index, or the set's item indices."""
+    if spec.kind == "categorical":
+        if not isinstance(true_value, str):
+            raise ParameterError(
+                f"field {spec.name!r} takes a string, not {type(true_value).__name__}"
+            )
+        return spec.index(true_value)
+    if not isinstance(true_value, Collection):
+        raise ParameterError(
+            f"field {spec.name!r} takes a collection of strings, not {type(true_value).__name__}"
+        )
+    return spec.indices(true_value)
+
+
+def _expired_input(spec: FieldSpec) -> int | frozenset[int]:
+    """What an expired field reports: a constant (``other`` or the empty set), so its reports
+    carry nothing about the user while the report keeps its shape."""
+    return len(spec.domain) - 1 if spec.kind == "categorical" else frozenset()
+
+
+def epoch_responses(
+    schema: Schema,
+    kind: str,
+    period: str,
+    values: Mapping[str, object],
+    secret: bytes,
+    memo: EpochMemo | None = None,
+    include_expired: bool = False,
+) -> dict[str, tuple[int, Any]]:
+    """Each epoch field's (epoch, frozen response) for a report of ``kind`` in ``period``.
+
+    The response frozen in ``memo`` for the current epoch wins; otherwise it is drawn from the
+    secret, the field, the epoch and this week's value (so every process draws the same one).
+    An expired field's input is a constant (``other``, or the empty set): its response costs
+    nothing and behaves like any other field's; it is left out unless ``include_expired``, so
+    that it is never recorded as spend.
+    """
+    from ldp.epochs import epoch_index, epoch_offset, week_index
+
+    report_kind = schema.kind(kind)
+    week = week_index(period)
+    monday = period_start(period).date()
+    out: dict[str, tuple[int, Any]] = {}
+    for spec in report_kind.fields:
+        if spec.epoch_weeks is None:
+            continue
+        offset = epoch_offset(secret, spec.name, spec.epoch_weeks)
+        epoch = epoch_index(week, offset, spec.epoch_weeks)
+        randomizer = spec.randomizer()
+        if spec.expired(monday):
+            if include_expired:
+                constant = randomizer.epoch_response(_expired_input(spec), secret, spec.name, epoch)
+                out[spec.name] = (epoch, constant)
+            continue
+        frozen = None if memo is None else memo.frozen(spec.name, epoch)
+        if frozen is not None:
+            try:
+                randomizer.validate(frozen)
+            except DecodeError:
+                frozen = None  # a damaged memo entry is redrawn, deterministically the same
+        if frozen is None:
+            if spec.name not in values:
+                raise ParameterError(f"no value for field {spec.name!r} of kind {kind!r}")
+            frozen = randomizer.epoch_response(
+                _true_input(spec, values[spec.name]), secret, spec.name, epoch
+            )
+        out[spec.name] = (epoch, frozen)
+    return out
+
+
 def build_report(
     schema: Schema,
     kind: str,
@@ -149,13 +223,17 @@ def build_report(
     values: Mapping[str, object],
     secret: bytes,
     rand: RandomSource = SYSTEM,
+    memo: EpochMemo | None = None,
 ) -> Report:
     """Randomize every field of ``kind`` and return the report that may leave the machine.
 
     ``values`` maps each field name to its true value: a string for a categorical field
     (unknown strings count as ``"other"``) or a collection of strings for a set field
-    (unknown items are dropped). ``secret`` is the local key of the memoized permanent
-    responses. The true values are used only as randomizer inputs and never stored.
+    (unknown items are dropped). ``secret`` is the local key of the permanent responses.
+    Fields with epochs (schema v2) report their epoch's frozen response (``memo``, else drawn;
+    see :func:`epoch_responses`; recording it is the caller's step, after the report is kept);
+    fields without (v1) their value's memoized one. The true values are used only as
+    randomizer inputs and never stored.
     """
     report_kind = schema.kind(kind)
     try:
@@ -170,27 +248,20 @@ def build_report(
             f"kind {kind!r} has no field {_show(unknown[0])} "
             f"(fields: {', '.join(report_kind.field_names)})"
         )
-    fields: dict[str, Wire] = {}
     for spec in report_kind.fields:
         if spec.name not in values:
             raise ParameterError(f"no value for field {spec.name!r} of kind {kind!r}")
-        true_value = values[spec.name]
-        x: int | frozenset[int]
-        if spec.kind == "categorical":
-            if not isinstance(true_value, str):
-                raise ParameterError(
-                    f"field {spec.name!r} takes a string, not {type(true_value).__name__}"
-                )
-            x = spec.index(true_value)
-        else:
-            if not isinstance(true_value, Collection):
-                raise ParameterError(
-                    f"field {spec.name!r} takes a collection of strings, "
-                    f"not {type(true_value).__name__}"
-                )
-            x = spec.indices(true_value)
+    frozen = epoch_responses(schema, kind, period, values, secret, memo, include_expired=True)
+    monday = period_start(period).date()
+    fields: dict[str, Wire] = {}
+    for spec in report_kind.fields:
         randomizer = spec.randomizer()
-        wire = randomizer.privatize(x, secret, spec.name, rand)
+        if spec.name in frozen:
+            wire = randomizer.instantaneous(frozen[spec.name][1], rand)
+        else:
+            x = _expired_input(spec) if spec.expired(monday) else values[spec.name]
+            x = x if spec.expired(monday) else _true_input(spec, x)
+            wire = randomizer.privatize(x, secret, spec.name, rand)
         if isinstance(wire, tuple):
             wire = list(wire)
         # Belt and braces: what leaves the machine is a legal output of this field, and by

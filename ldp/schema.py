@@ -17,6 +17,7 @@ import math
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from datetime import date, timedelta
 from fractions import Fraction
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
@@ -34,11 +35,13 @@ __all__ = [
     "MAX_PAD",
     "MECHANISMS",
     "OTHER",
+    "SCHEMA_FILES",
     "EpsilonCaps",
     "FieldSpec",
     "ReportKind",
     "Schema",
     "canonical_dumps",
+    "known_schemas",
     "load_schema",
     "shipped_schema",
 ]
@@ -68,15 +71,18 @@ _SUM_SLACK = Fraction(1, 10**9)
 class EpsilonCaps:
     """Upper bounds on epsilon that the client enforces on every schema it loads.
 
-    ``epsilon_perm`` bounds each field's permanent (lifetime, per value) epsilon;
-    ``report_epsilon_1`` bounds the sum of the per-report epsilons of one report kind
-    (sequential composition). Each field's ``epsilon_1`` is also below its own
-    ``epsilon_perm``: one report is a post-processing of the permanent response, and the gap
-    is the instantaneous noise that keeps reports from being linked across periods.
+    ``epsilon_perm`` bounds each field's permanent response (per epoch in schema v2, per
+    value in v1); ``week_epsilon`` bounds what one user-week of reports of *every* kind can
+    cost together (the sum of ``epsilon_1`` over all fields of all kinds: a user with both
+    consents sends one report of each); ``year_epsilon`` bounds the proven loss of all reports
+    in any 52 weeks (:meth:`Schema.year_bound`), which only epoch fields have: a schema without
+    epochs has no finite yearly bound, and the client refuses to send under it. Each field's
+    ``epsilon_1`` is at most its ``epsilon_perm`` (strictly below without epochs).
     """
 
     epsilon_perm: float = 4.0
-    report_epsilon_1: float = 4.0
+    week_epsilon: float = 5.5
+    year_epsilon: float = 20.0
 
 
 #: The client's caps. RAPPOR as deployed in Chrome used a permanent epsilon of about 4.4.
@@ -134,6 +140,12 @@ class FieldSpec:
     mechanism: str = "auto"
     pad: int | None = None
     doc: str = ""
+    #: Schema v2: the epoch length R in weeks (the response is frozen for R weeks).
+    epoch_weeks: int | None = None
+    #: Schema v2: ISO date of the field's last review of necessity and scope.
+    reviewed: str | None = None
+    #: Schema v2: ISO date after which the client stops collecting the field (<= a year on).
+    expires: str | None = None
 
     def __post_init__(self) -> None:
         name = _check_name(self.name, "field name")
@@ -171,10 +183,22 @@ class FieldSpec:
             _fail(
                 f"{where}: epsilon_perm ({perm}) exceeds the client cap {EPSILON_CAPS.epsilon_perm}"
             )
-        if one >= perm:
-            # Equal epsilons would leave no instantaneous noise: every report would repeat the
-            # memoized response and link the user's reports across periods.
+        if self.epoch_weeks is None and one >= perm:
+            # Without epochs, equal epsilons would leave no instantaneous noise: every report
+            # of a value would repeat its memoized response for ever.
             _fail(f"{where}: epsilon_1 ({one}) must be below its epsilon_perm ({perm})")
+        if self.epoch_weeks is not None:
+            weeks = self.epoch_weeks
+            if isinstance(weeks, bool) or not isinstance(weeks, int) or not 1 <= weeks <= 52:
+                _fail(f"{where}: epoch_weeks ({weeks!r}) must be an integer in [1, 52]")
+            if one > perm:
+                _fail(f"{where}: epsilon_1 ({one}) must be at most its epsilon_perm ({perm})")
+        if self.mechanism == "olh" and self.epoch_weeks is None:
+            _fail(
+                f"{where}: longitudinal OLH without epochs memoizes a seed per value, so its "
+                "reports show when the value changes; give the field epoch_weeks"
+            )
+        _check_dates(self.reviewed, self.expires, where)
         # Store plain floats so that equal schemas have equal canonical JSON (1 and 1.0).
         object.__setattr__(self, "epsilon_perm", perm)
         object.__setattr__(self, "epsilon_1", one)
@@ -226,7 +250,44 @@ class FieldSpec:
             out["pad"] = self.pad
         if self.doc:
             out["doc"] = self.doc
+        # Absent in v1, so v1's canonical JSON (and its id) stay as they were.
+        for key in ("epoch_weeks", "reviewed", "expires"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
         return out
+
+    def expired(self, when: date) -> bool:
+        """True once ``when`` is past the field's expiry (a field with none never expires)."""
+        return self.expires is not None and when > date.fromisoformat(self.expires)
+
+    def year_bound(self) -> float:
+        """The proven loss of all this field's reports in any 52 weeks, whatever the history.
+
+        ``epochs_touched(R)`` epochs at most, each one permanent response at the achieved
+        ``epsilon_perm`` (docs/PRIVACY-OVER-TIME.md); ``inf`` for a field without epochs.
+        """
+        if self.epoch_weeks is None:
+            return math.inf
+        from ldp.epochs import epochs_touched
+
+        return epochs_touched(self.epoch_weeks) * self.randomizer().epsilon_perm
+
+
+def _check_dates(reviewed: object, expires: object, where: str) -> None:
+    if reviewed is None and expires is None:
+        return
+    try:
+        start = date.fromisoformat(reviewed) if isinstance(reviewed, str) else None
+        end = date.fromisoformat(expires) if isinstance(expires, str) else None
+    except ValueError as exc:
+        _fail(f"{where}: reviewed and expires must be ISO dates (YYYY-MM-DD): {exc}")
+    if start is None or end is None:
+        _fail(f"{where}: reviewed and expires go together, as ISO date strings")
+    if not start < end <= start + timedelta(days=366):
+        _fail(
+            f"{where}: expires ({expires}) must be after reviewed ({reviewed}) and at most a "
+            "year later: collection is reviewed at least yearly"
+        )
 
 
 @functools.cache
@@ -266,12 +327,6 @@ class ReportKind:
         if len(set(names)) != len(names):
             _fail(f"kind {name!r}: field names must be unique")
         _check_doc(self.doc, f"kind {name!r}")
-        total = sum((Fraction(f.epsilon_1) for f in self.fields), Fraction(0))
-        if total > Fraction(EPSILON_CAPS.report_epsilon_1) + _SUM_SLACK:
-            _fail(
-                f"kind {name!r}: per-report epsilon (sum of epsilon_1 over fields, "
-                f"{float(total):g}) exceeds the client cap {EPSILON_CAPS.report_epsilon_1}"
-            )
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -336,6 +391,20 @@ class Schema:
                     )
                 seen[spec.name] = kind.name
         _check_doc(self.doc, "schema")
+        # Caps per user-week and per year across kinds: a user with both consents sends one
+        # report of each kind a week, so the kinds' costs add.
+        week = sum((Fraction(f.epsilon_1) for k in self.kinds for f in k.fields), Fraction(0))
+        if week > Fraction(EPSILON_CAPS.week_epsilon) + _SUM_SLACK:
+            _fail(
+                f"per-week epsilon over all kinds (sum of epsilon_1, {float(week):g}) exceeds "
+                f"the client cap {EPSILON_CAPS.week_epsilon}"
+            )
+        year = math.fsum(spec.year_bound() for k in self.kinds for spec in k.fields)
+        if math.isfinite(year) and year > EPSILON_CAPS.year_epsilon + 1e-9:
+            _fail(
+                f"yearly bound over all kinds ({year:.4g}) exceeds the client cap "
+                f"{EPSILON_CAPS.year_epsilon}"
+            )
 
     @property
     def kind_names(self) -> tuple[str, ...]:
@@ -351,6 +420,16 @@ class Schema:
             f"schema {self.name!r} v{self.version} has no report kind {name!r} "
             f"(kinds: {', '.join(self.kind_names)})"
         )
+
+    @property
+    def fields(self) -> tuple[FieldSpec, ...]:
+        """Every field of every kind, in schema order."""
+        return tuple(spec for kind in self.kinds for spec in kind.fields)
+
+    @property
+    def sendable(self) -> bool:
+        """True if every field has epochs: only then is the yearly loss finite and capped."""
+        return all(spec.epoch_weeks is not None for spec in self.fields)
 
     def to_json(self) -> dict[str, Any]:
         """The schema document as plain JSON values."""
@@ -415,7 +494,7 @@ def _field_from_json(obj: object, where: str) -> FieldSpec:
         obj,
         where,
         required=("name", "kind", "domain", "epsilon_perm", "epsilon_1", "mechanism"),
-        optional=("pad", "doc"),
+        optional=("pad", "doc", "epoch_weeks", "reviewed", "expires"),
     )
     domain = _list(raw["domain"], f"{where}.domain")
     return FieldSpec(
@@ -427,6 +506,9 @@ def _field_from_json(obj: object, where: str) -> FieldSpec:
         mechanism=raw["mechanism"],
         pad=raw.get("pad"),
         doc=raw.get("doc", ""),
+        epoch_weeks=raw.get("epoch_weeks"),
+        reviewed=raw.get("reviewed"),
+        expires=raw.get("expires"),
     )
 
 
@@ -474,14 +556,30 @@ def load_schema(text: str | bytes) -> Schema:
     for kind in schema.kinds:
         for spec in kind.fields:
             try:
-                spec.randomizer()
+                randomizer = spec.randomizer()
             except ParameterError as exc:
                 _fail(f"field {spec.name!r}: no randomizer accepts these parameters: {exc}")
+            if randomizer.mechanism == "olh" and spec.epoch_weeks is None:
+                _fail(
+                    f"field {spec.name!r}: 'auto' resolves to OLH, whose memoized seed changes "
+                    "with the value without epochs; name another mechanism or add epoch_weeks"
+                )
     return schema
 
 
+#: Schema versions this library knows, oldest first; the last is the one the client sends.
+SCHEMA_FILES: Final = ("schema-v1.json", "schema-v2.json")
+
+
 @functools.cache
+def known_schemas() -> tuple[Schema, ...]:
+    """Every schema version this library can read, oldest first (the analyzer reads them all)."""
+    files = resources.files("ldp").joinpath("data")
+    return tuple(
+        load_schema(files.joinpath(name).read_text(encoding="utf-8")) for name in SCHEMA_FILES
+    )
+
+
 def shipped_schema() -> Schema:
-    """The 20i v1 schema that ships with the client (``ldp/data/schema-v1.json``)."""
-    text = resources.files("ldp").joinpath("data", "schema-v1.json").read_text(encoding="utf-8")
-    return load_schema(text)
+    """The schema the client sends: the newest of :func:`known_schemas` (v2)."""
+    return known_schemas()[-1]

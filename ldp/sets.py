@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from ldp.errors import ParameterError
@@ -38,9 +39,16 @@ __all__ = ["DEFAULT_PAD", "SetOracle", "pick_label"]
 DEFAULT_PAD = 3
 
 
-def pick_label(field: str | bytes, items: Sequence[int]) -> bytes:
-    """``b"pick/" + field + b"/" + comma-separated sorted items``: HMAC label of a set's pick."""
-    return b"pick/" + field_bytes(field) + b"/" + b",".join(str(i).encode() for i in items)
+def pick_label(field: str | bytes, items: Sequence[int], epoch: int | None = None) -> bytes:
+    """``b"pick/" + field + b"/" + comma-separated sorted items``: HMAC label of a set's pick.
+
+    With an ``epoch`` (schema v2) ``b"/e" + epoch`` follows the field name, as in
+    :func:`ldp.longitudinal.prr_label`.
+    """
+    head = b"pick/" + field_bytes(field) + b"/"
+    if epoch is not None:
+        head += b"e" + str(epoch).encode("ascii") + b"/"
+    return head + b",".join(str(i).encode() for i in items)
 
 
 class SetOracle:
@@ -158,11 +166,30 @@ class SetOracle:
         items = self._items(value)
         return items + [self._d + j for j in range(self._pad - len(items))]
 
-    def pick(self, value: Iterable[int], secret: bytes, field: str | bytes) -> int:
+    def pick(
+        self, value: Iterable[int], secret: bytes, field: str | bytes, epoch: int | None = None
+    ) -> int:
         """The item this set reports: uniform over the padded set, memoized via the secret."""
         items = self._items(value)
         padded = items + [self._d + j for j in range(self._pad - len(items))]
-        return padded[HmacSource(secret, pick_label(field, items)).randbelow(len(padded))]
+        label = pick_label(field, items, epoch)
+        return padded[HmacSource(secret, label).randbelow(len(padded))]
+
+    def pick_probability(self, item: int, value: Iterable[int]) -> Fraction:
+        """Exact P[the pick is ``item`` | the set ``value``] (over the secret's draw)."""
+        padded = self.padded(value)
+        return Fraction(1, len(padded)) if item in padded else Fraction(0)
+
+    def epoch_response(
+        self, value: Iterable[int], secret: bytes, field: str | bytes, epoch: int
+    ) -> Any:
+        """The set's response for one epoch: its pick's PRR, both drawn for that epoch."""
+        item = self.pick(value, secret, field, epoch)
+        return self._oracle.epoch_response(item, secret, field, epoch)
+
+    def instantaneous(self, prr: Any, rand: RandomSource = SYSTEM) -> Any:
+        """One IRR on top of an item's PRR (the identity when the epsilons are equal)."""
+        return self._oracle.instantaneous(prr, rand)
 
     def privatize(
         self,

@@ -14,7 +14,7 @@ from typing import Final
 
 from ldp.schema import OTHER
 
-__all__ = ["arch_value", "os_value", "version_bucket"]
+__all__ = ["arch_value", "os_value", "platform_value", "version_bucket"]
 
 _OS: Final = {
     "linux": "linux",
@@ -104,3 +104,12 @@ def version_bucket(version: object, domain: Collection[str]) -> str:
         return OTHER
     bucket = f"{int(match[1])}.{int(match[2])}"
     return bucket if bucket in domain else OTHER
+
+
+def platform_value(system: object = None, machine: object = None) -> str:
+    """``"<os>-<arch>"`` of this machine (schema v2's joint ``platform`` field).
+
+    Built from :func:`os_value` and :func:`arch_value`, so it only ever joins two names from
+    this module's tables; a pair the schema does not list becomes ``other`` when it is indexed.
+    """
+    return f"{os_value(system)}-{arch_value(machine)}"
