@@ -19,6 +19,7 @@ Analysis only: imports numpy, never used on the client path.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
@@ -86,9 +87,11 @@ def _outputs(randomizer: Any) -> list[Any]:
     )
 
 
+@functools.cache
 def field_channel(randomizer: FieldRandomizer) -> Channel:
     """The exact channel of a field randomizer: categorical (values 0..d-1) or a set field
-    (every subset of the domain), from the randomizer's own probability functions."""
+    (every subset of the domain), from the randomizer's own probability functions (cached:
+    randomizers are immutable)."""
     import numpy as np
 
     from ldp.sets import SetOracle
@@ -152,6 +155,12 @@ def _multisets(log_emit: npt.NDArray[np.float64], size: int) -> npt.NDArray[np.f
     import numpy as np
 
     finite = np.isfinite(log_emit)
+    if size > 1 and np.array_equal(finite, np.eye(len(finite), dtype=bool)):
+        # Frozen responses (v2): every report of a block repeats the hidden draw, so the only
+        # possible multisets are s repeated ``size`` times, one per state.
+        out = np.full(log_emit.shape, -np.inf)
+        np.fill_diagonal(out, size * np.diag(log_emit))
+        return out
     found: list[npt.NDArray[np.float64]] = []
 
     def walk(start: int, left: int, vec: npt.NDArray[np.float64]) -> None:

@@ -50,7 +50,7 @@ from ldp.errors import (
     WrongTypeError,
 )
 from ldp.report import MAX_REPORT_BYTES, decode_report, parse_period
-from ldp.schema import FieldSpec, Schema, canonical_dumps, shipped_schema
+from ldp.schema import FieldSpec, Schema, canonical_dumps, known_schemas
 
 if TYPE_CHECKING:
     import numpy as np
@@ -218,7 +218,7 @@ class Counts:
 
 def schema_map(schemas: Sequence[Schema] | None) -> dict[str, Schema]:
     """Known schemas by id; ``None`` means the shipped one."""
-    chosen = (shipped_schema(),) if schemas is None else tuple(schemas)
+    chosen = known_schemas() if schemas is None else tuple(schemas)
     if not chosen:
         raise AggregateError("at least one schema is needed to decode reports")
     return {s.id: s for s in chosen}
@@ -1076,15 +1076,15 @@ class KindPrivacy:
     """The privacy parameters of one report kind (achieved epsilons, as the client spends them).
 
     ``epsilon_report`` is one report's epsilon (sequential composition over fields);
-    ``epsilon_lifetime`` the worst case over a user's lifetime (every field's permanent epsilon
-    times the number of permanent responses it can ever draw); ``central`` the central
+    ``epsilon_year`` the proven bound on all of a user's reports of this kind in any 52 weeks
+    (``ldp.budget``; ``inf`` for v1, whose per-value memo has none); ``central`` the central
     (epsilon, delta) after shuffling the group's n reports (Feldman, McMillan & Talwar 2021), or
     ``None`` when not computed.
     """
 
     kind: str
     epsilon_report: float
-    epsilon_lifetime: float
+    epsilon_year: float
     fields: tuple[tuple[str, str, float, float], ...]  # (name, mechanism, eps_perm, eps_1)
     central: CentralEpsilon | None = None
 
@@ -1156,18 +1156,17 @@ def kind_privacy(
     """Privacy parameters of ``kind``; with ``n`` and ``delta``, also the central epsilon."""
     report_kind = schema.kind(kind)
     rows = []
-    lifetime = 0.0
     for spec in report_kind.fields:
         randomizer = spec.randomizer()
         rows.append(
             (spec.name, randomizer.mechanism, randomizer.epsilon_perm, randomizer.epsilon_1)
         )
-        lifetime += randomizer.epsilon_perm * randomizer.memo_space
+    year = math.fsum(spec.year_bound() for spec in report_kind.fields)
     eps_report = math.fsum(r[3] for r in rows)
     central = None
     if n is not None and delta is not None and n >= 1:
         central = _central(eps_report, n, delta)
-    return KindPrivacy(kind, eps_report, lifetime, tuple(rows), central)
+    return KindPrivacy(kind, eps_report, year, tuple(rows), central)
 
 
 def finalize(

@@ -268,11 +268,15 @@ def privacy(
         int, typer.Option("--n", help="Reports shuffled together (for the central epsilon).", min=1)
     ] = 10_000,
     delta: Annotated[float, typer.Option("--delta", help="delta of the central bound.")] = 1e-6,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the numbers as JSON (per field, kind, total).")
+    ] = False,
 ) -> None:
-    """The shipped schema's epsilons: per report, lifetime, and central after shuffling n."""
-    from rich.console import Console
-    from rich.table import Table
+    """The shipped schema's epsilons: per report, over any 52 weeks, and central after
+    shuffling n."""
+    import json
 
+    from ldp.budget import year_budget
     from ldp.errors import LdpError
     from ldp.schema import shipped_schema
     from server_agg.aggregate import kind_privacy
@@ -280,31 +284,72 @@ def privacy(
     if not 0 < delta < 1:
         _fail(f"--delta ({delta}) must be in (0, 1)")
     schema = shipped_schema()
+    try:
+        infos = [kind_privacy(schema, kind.name, n, delta) for kind in schema.kinds]
+    except LdpError as exc:
+        _fail(str(exc))
+    year = year_budget(schema)
+    if as_json:
+        doc = {
+            "schema": {"name": schema.name, "version": schema.version, "id": schema.id},
+            "year": year.to_json(),
+            "kinds": {
+                info.kind: {
+                    "per_report": info.epsilon_report,
+                    "year": year.kind_bound(info.kind),
+                    "central": None
+                    if info.central is None
+                    else {"epsilon": info.central.eps, "delta": delta, "n": n},
+                }
+                for info in infos
+            },
+            "central_assumption": CENTRAL_ASSUMPTION,
+        }
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console()
     console.print(f"schema {schema.name} v{schema.version} (id {schema.id})", highlight=False)
-    for kind in schema.kinds:
-        try:
-            info = kind_privacy(schema, kind.name, n, delta)
-        except LdpError as exc:
-            _fail(str(exc))
-        table = Table(title=f"report kind {kind.name}", title_justify="left")
-        for column in ("field", "mechanism", "ε per report (ε₁)", "ε permanent (ε∞)"):
+    for info in infos:
+        table = Table(title=f"report kind {info.kind}", title_justify="left")
+        for column in ("field", "mechanism", "epoch (weeks)", "ε per epoch", "ε any 52 weeks"):
             table.add_column(column, justify="left" if column == "field" else "right")
-        for name, mechanism, eps_perm, eps_1 in info.fields:
-            table.add_row(name, mechanism, f"{eps_1:.4g}", f"{eps_perm:.4g}")
+        for row in year.fields:
+            if row.kind == info.kind:
+                table.add_row(
+                    row.name,
+                    schema.kind(info.kind).field(row.name).randomizer().mechanism,
+                    str(row.epoch_weeks),
+                    f"{row.epsilon:.4g}",
+                    f"{row.bound:.4g}",
+                )
         console.print(table)
         central = info.central
         console.print(f"  one report: ε = {info.epsilon_report:.4g}", highlight=False)
         console.print(
-            f"  lifetime worst case (every value of every field): ε = {info.epsilon_lifetime:.4g}",
+            f"  any 52 weeks, whatever the values do (proven bound): ε = "
+            f"{year.kind_bound(info.kind):.4g}",
             highlight=False,
         )
         if central is not None:
             console.print(
                 f"  after shuffling {n:,} reports: ({central.eps:.4g}, {delta:.3g})-DP "
-                f"({central.method} bound, Feldman, McMillan & Talwar 2021)",
+                f"({central.method} bound, Feldman, McMillan & Talwar 2021), "
+                f"assuming {CENTRAL_ASSUMPTION}",
                 highlight=False,
             )
+    console.print(
+        f"all kinds together, any 52 weeks: ε = {year.total:.4g} (docs/PRIVACY-OVER-TIME.md)",
+        highlight=False,
+    )
+
+
+#: What the central epsilon after shuffling assumes, said wherever it is printed.
+CENTRAL_ASSUMPTION = (
+    "the collector and the analyzer do not collude and the reports are stored unordered"
+)
 
 
 def register(app: typer.Typer) -> None:

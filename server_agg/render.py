@@ -18,7 +18,7 @@ JSON (``--format json``), an object::
     delta         delta of the central epsilon (null when not computed)
     reports       {"read", "accepted", "excluded", "rejected", "rejects": {reason: count}}
     groups        one per (kind, period, schema): {"schema", "kind", "period", "n",
-                  "privacy": {"epsilon_report", "epsilon_lifetime",
+                  "privacy": {"epsilon_report", "epsilon_year",
                               "central": {"epsilon", "delta", "n", "method"} | null},
                   "fields": [{"name", "type", "mechanism", "epsilon_perm", "epsilon_1", "n",
                               "items": [{"value", "estimate", "ci_low", "ci_high",
@@ -165,7 +165,10 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
                 "n": group.n,
                 "privacy": {
                     "epsilon_report": group.privacy.epsilon_report,
-                    "epsilon_lifetime": group.privacy.epsilon_lifetime,
+                    # null for v1 reports: their per-value memo has no finite yearly bound.
+                    "epsilon_year": group.privacy.epsilon_year
+                    if math.isfinite(group.privacy.epsilon_year)
+                    else None,
                     "central": None
                     if central is None
                     else {
@@ -271,7 +274,7 @@ def table_renderables(
         central = privacy.central
         line = (
             f"{group.kind} {group.period}: n = {group.n}, epsilon per report "
-            f"{privacy.epsilon_report:.3g}, lifetime worst case {privacy.epsilon_lifetime:.3g}"
+            f"{privacy.epsilon_report:.3g}, any 52 weeks at most {_year(privacy.epsilon_year)}"
         )
         if central is not None:
             line += f", central ({central.eps:.3g}, {central.delta:.3g})-DP after shuffling"
@@ -480,6 +483,11 @@ def _num(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.3g}"
 
 
+def _year(x: float) -> str:
+    """A yearly bound; v1 reports (a memo per value) have none."""
+    return "unbounded (schema v1)" if not math.isfinite(x) else f"{x:.3g}"
+
+
 def to_html(
     result: AggregateResult,
     truth: Truth | None = None,
@@ -551,8 +559,9 @@ def to_html(
             out.append(
                 f"<tr><td><b>one report</b></td><td></td><td><b>{_num(privacy.epsilon_report)}"
                 "</b></td><td></td></tr></table>"
-                f'<p class="note">Lifetime worst case (every field reporting every value it can '
-                f"ever take): ε = {_num(privacy.epsilon_lifetime)}.</p>"
+                f'<p class="note">Proven bound on everything one user\'s reports of this kind '
+                f"reveal in any 52 weeks, whatever their values do: ε = "
+                f"{_year(privacy.epsilon_year)}.</p>"
             )
         central = privacy.central
         if central is not None:

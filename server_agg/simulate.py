@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from ldp.envelope import seal
+from ldp.epochs import epoch_index, epoch_offset, week_index
 from ldp.report import build_report, iso_period, period_start
 from ldp.sampling import SYSTEM, RandomSource
 from ldp.schema import Schema, shipped_schema
@@ -80,6 +81,21 @@ DEFAULT_MODEL: Final[Mapping[str, Any]] = {
             "ppc64le": 0.5,
             "s390x": 0.5,
             "other": 0.5,
+        },
+        "platform": {
+            "linux-x86_64": 40,
+            "linux-arm64": 8,
+            "macos-arm64": 24,
+            "macos-x86_64": 6,
+            "windows-x86_64": 11,
+            "windows-arm64": 1,
+            "linux-arm": 2,
+            "linux-x86": 1,
+            "windows-x86": 0.5,
+            "freebsd-x86_64": 2,
+            "linux-riscv64": 0.5,
+            "linux-ppc64le": 0.5,
+            "other": 3.5,
         },
         "command": {
             "init": 5,
@@ -325,21 +341,39 @@ def make_population(
     }
     errors_on = rng.random(clients) < share
     secrets_ = [rng.bytes(32) for _ in range(clients)]
+    weeks = [week_index(period) for period in chosen]
     users = []
     for u in range(clients):
         values: dict[str, list[dict[str, Any]]] = {}
         for kind in kinds:
             if kind.name == "errors" and not errors_on[u]:
                 continue
-            values[kind.name] = [
+            rows: list[dict[str, Any]] = [
                 {
                     spec.name: fresh[spec.name][p][u] if spec.name in fresh else fixed[spec.name][u]
                     for spec in kind.fields
                 }
                 for p in range(len(chosen))
             ]
+            for spec in kind.fields:
+                _freeze(rows, spec.name, spec.epoch_weeks, secrets_[u], weeks)
+            values[kind.name] = rows
         users.append(User(secrets_[u], values))
     return Population(schema, chosen, tuple(users))
+
+
+def _freeze(
+    rows: list[dict[str, Any]], name: str, epoch_weeks: int | None, secret: bytes, weeks: list[int]
+) -> None:
+    """What a real client reports in an epoch field is its value of the epoch's first week
+    (``ldp.epochs``): give every later week of the epoch that value, so the population's truth
+    is what the reports are unbiased for."""
+    if epoch_weeks is None:
+        return
+    offset = epoch_offset(secret, name, epoch_weeks)
+    first: dict[int, Any] = {}
+    for row, week in zip(rows, weeks, strict=True):
+        row[name] = first.setdefault(epoch_index(week, offset, epoch_weeks), row[name])
 
 
 def _categorical_draw(

@@ -1,26 +1,22 @@
-"""The epsilon ledger: per-report and lifetime epsilon, and the on-disk digest ledger."""
+"""The epsilon budget: per-report epsilon, the yearly bound and this machine's actual spend."""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import os
+import math
 import stat
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ldp.budget import (
-    Ledger,
-    lifetime_worst_case,
-    memo_digest,
-    per_report_epsilon,
-)
-from ldp.errors import DecodeError, ParameterError
-from ldp.longitudinal import FieldRandomizer, longitudinal, prr_label
+from ldp.budget import per_report_epsilon, year_budget
+from ldp.epochs import EpochMemo, epochs_touched, week_index
+from ldp.errors import DecodeError
+from ldp.longitudinal import FieldRandomizer, longitudinal
+from ldp.report import build_report, epoch_responses
+from ldp.schema import Schema, known_schemas, load_schema, shipped_schema
 from ldp.sets import SetOracle
 
 SECRET = hashlib.sha256(b"budget-test").digest()
@@ -55,11 +51,6 @@ def usage_kind() -> Kind:
     )
 
 
-def digest(i: int) -> str:
-    """The i-th distinct well-formed digest."""
-    return hashlib.sha256(str(i).encode()).hexdigest()
-
-
 class TestPerReportEpsilon:
     """One report costs the sum of its fields' achieved epsilon_1."""
 
@@ -76,147 +67,134 @@ class TestPerReportEpsilon:
         assert per_report_epsilon(list(kind.fields)) == per_report_epsilon(kind)
 
 
-class TestLifetimeWorstCase:
-    """The worst case charges epsilon_perm for every memo key a field could ever use."""
+class TestYearBudget:
+    """The yearly bound is epochs touched times epsilon per field; v1 has none."""
 
-    def test_categorical_counts_d_and_sets_count_d_plus_pad(self) -> None:
-        """4 x 2.0 + 20 x 3.0 + (6 + 3) x 2.0 = 86, up to rounding of each epsilon_perm."""
-        assert lifetime_worst_case(usage_kind()) == pytest.approx(86.0, abs=1e-4)
-        assert lifetime_worst_case(usage_kind()) <= 86.0
+    def test_v2_bound_per_field_kind_and_total(self) -> None:
+        """Each v2 field's bound is (ceil(51/R)+1) x its achieved epsilon; kinds and total add."""
+        schema = shipped_schema()
+        budget = year_budget(schema)
+        for row in budget.fields:
+            spec = schema.kind(row.kind).field(row.name)
+            assert spec.epoch_weeks is not None
+            expected = (math.ceil(51 / spec.epoch_weeks) + 1) * spec.randomizer().epsilon_perm
+            assert row.bound == pytest.approx(expected, rel=1e-12)
+        assert budget.total == pytest.approx(sum(r.bound for r in budget.fields))
+        assert budget.total == pytest.approx(
+            budget.kind_bound("usage") + budget.kind_bound("errors")
+        )
+        assert budget.total <= 20.0
+
+    def test_v1_is_unbounded(self) -> None:
+        """A v1 field (memo per value) has no finite yearly bound, and JSON says null."""
+        v1 = known_schemas()[0]
+        budget = year_budget(v1)
+        assert math.isinf(budget.total)
+        assert budget.to_json()["total"] is None
+
+    def test_epochs_touched(self) -> None:
+        """52 weeks meet at most ceil(51/R)+1 epochs: 52 for R=1, 5 for 16, 2 for 52."""
+        assert [epochs_touched(r) for r in (1, 13, 16, 17, 26, 52)] == [52, 5, 5, 4, 3, 2]
+        # Brute force over every alignment of a 52-week window against epochs of R weeks.
+        for r in range(1, 53):
+            worst = max(len({(start + t) // r for t in range(52)}) for start in range(r))
+            assert worst == epochs_touched(r)
+
+    def test_actual_spend_never_exceeds_the_bound(self, tmp_path: Path) -> None:
+        """A machine reporting every week for 3 years: its spend in every trailing 52 weeks is
+        within the bound, and reaches it in some weeks."""
+        schema = _unexpiring(shipped_schema())
+        memo = EpochMemo(tmp_path / "epochs.json")
+        secret = hashlib.sha256(b"actual").digest()
+        start = week_index("2027-W01")
+        reached = False
+        for week in range(start, start + 156):
+            period = _period(week)
+            values = {
+                "cli_version": ["1.4", "1.5", "2.0"][week % 3],
+                "platform": "linux-x86_64",
+                "command": ["build", "deploy"][week % 2],
+                "modules": {"docker"} if week % 2 else set(),
+            }
+            build_report(schema, "usage", period, values, secret, memo=memo)
+            memo.commit(epoch_responses(schema, "usage", period, values, secret, memo), week)
+            budget = year_budget(schema, kinds=("usage",), memo=memo, period=period)
+            assert budget.actual_total is not None
+            assert budget.actual_total <= budget.kind_bound("usage") + 1e-9
+            reached = reached or budget.actual_total >= budget.kind_bound("usage") - 1e-9
+        assert reached
 
 
-class TestMemoDigest:
-    """Digests are keyed by the secret and never reveal the label."""
-
-    def test_deterministic_keyed_and_opaque(self) -> None:
-        """Same inputs give the same 64-hex digest; another secret or label gives another."""
-        label = prr_label("os", 2)
-        d1 = memo_digest(SECRET, label)
-        assert d1 == memo_digest(SECRET, label)
-        assert len(d1) == 64 and int(d1, 16) >= 0
-        assert d1 != memo_digest(b"x" * 32, label)
-        assert d1 != memo_digest(SECRET, prr_label("os", 3))
-        assert d1 != hashlib.sha256(label).hexdigest()
-
-    def test_domain_separated_from_the_prr_stream(self) -> None:
-        """A digest is not the HMAC block that seeds the PRR of the same label."""
-        label = prr_label("os", 2)
-        block = hmac.new(SECRET, label + b"\x00" + (0).to_bytes(8, "big"), hashlib.sha256)
-        assert memo_digest(SECRET, label) != block.hexdigest()
-        assert memo_digest(SECRET, label) != hmac.new(SECRET, label, hashlib.sha256).hexdigest()
-
-    def test_short_secret_is_refused(self) -> None:
-        """A secret under 16 bytes raises ParameterError naming its length."""
-        with pytest.raises(ParameterError, match="8 bytes"):
-            memo_digest(b"12345678", b"prr/os/1")
+def _unexpiring(schema: Schema) -> Schema:
+    """The schema without review and expiry dates, for histories longer than a review cycle."""
+    doc = schema.to_json()
+    for kind in doc["kinds"]:
+        for spec in kind["fields"]:
+            spec.pop("reviewed", None)
+            spec.pop("expires", None)
+    return load_schema(json.dumps(doc))
 
 
-class TestLedger:
-    """A small JSON file of digests, written atomically with mode 0600."""
+def _period(week: int) -> str:
+    from ldp.epochs import week_period
 
-    def test_record_counts_distinct_digests_across_instances(self, tmp_path: Path) -> None:
-        """New digests count once, repeats are ignored, and a fresh instance sees them all."""
-        ledger = Ledger(tmp_path / "state" / "ledger.json")
-        assert ledger.count("os") == 0
-        assert ledger.record("os", digest(1)) is True
-        assert ledger.record("os", digest(1)) is False
-        assert ledger.record("os", digest(2)) is True
-        assert ledger.record("modules", digest(1)) is True
-        again = Ledger(tmp_path / "state" / "ledger.json")
-        assert again.count("os") == 2
-        assert again.counts() == {"modules": 1, "os": 2}
+    return week_period(week)
 
-    def test_actual_lifetime_epsilon(self, tmp_path: Path) -> None:
-        """Actual spend is epsilon_perm times the recorded keys per field, over given kinds."""
-        kind = usage_kind()
-        ledger = Ledger(tmp_path / "ledger.json")
-        os_r, cmd_r, mod_r = (f.r for f in kind.fields)
-        ledger.record_value(os_r, "os", 1, SECRET)
-        ledger.record_value(os_r, "os", 3, SECRET)
-        ledger.record_value(os_r, "os", 1, SECRET)
-        ledger.record_value(mod_r, "modules", frozenset({0, 2}), SECRET)
-        ledger.record_value(mod_r, "modules", frozenset({2, 0}), SECRET)
-        ledger.record("unrelated", digest(9))
-        expected = 2 * os_r.epsilon_perm + 1 * mod_r.epsilon_perm
-        assert ledger.actual_lifetime_epsilon(kind) == pytest.approx(expected)
-        assert ledger.actual_lifetime_epsilon() == 0.0
-        assert ledger.actual_lifetime_epsilon(kind) < lifetime_worst_case(kind)
-        assert cmd_r.memo_space == 20
 
-    def test_file_holds_only_digests_with_mode_0600(self, tmp_path: Path) -> None:
-        """The file is owner-only and contains no label, value or field value string."""
-        path = tmp_path / "ledger.json"
-        ledger = Ledger(path)
-        r = longitudinal("grr", 4, 2.0, 1.0)
-        ledger.record_value(r, "os", 2, SECRET)
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
-        raw = path.read_bytes()
-        assert b"prr/" not in raw and b"pick/" not in raw
-        doc = json.loads(raw)
-        assert doc == {"fields": {"os": [memo_digest(SECRET, prr_label("os", 2))]}, "v": 1}
+class TestEpochMemo:
+    """The memo freezes one response per field and epoch and counts epochs that reported."""
 
-    def test_failed_write_keeps_the_old_file_and_no_temp(
-        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """If the rename fails, the previous ledger is intact and no temporary file remains."""
-        path = tmp_path / "ledger.json"
-        ledger = Ledger(path)
-        ledger.record("os", digest(1))
-        before = path.read_bytes()
+    def test_frozen_response_survives_a_changed_value(self, tmp_path: Path) -> None:
+        """Inside an epoch the report repeats the first week's response whatever the value."""
+        schema = _unexpiring(shipped_schema())
+        spec = schema.kind("usage").field("command")
+        assert spec.epoch_weeks is not None
+        memo = EpochMemo(tmp_path / "epochs.json")
+        secret = hashlib.sha256(b"freeze").digest()
+        seen = {}
+        commands = ["build", "deploy", "logs", "init", "up", "down"]
+        start = week_index("2027-W10")
+        for i, week in enumerate(range(start, start + 3 * spec.epoch_weeks)):
+            period = _period(week)
+            values = {"cli_version": "1.4", "platform": "linux-x86_64", "modules": set()}
+            values["command"] = commands[i % len(commands)]
+            report = build_report(schema, "usage", period, values, secret, memo=memo)
+            responses = epoch_responses(schema, "usage", period, values, secret, memo)
+            memo.commit(responses, week)
+            epoch = responses["command"][0]
+            seen.setdefault(epoch, report.fields["command"])
+            assert report.fields["command"] == seen[epoch]
+        assert len(seen) in (3, 4)
 
-        def boom(src: str, dst: str) -> None:
-            raise OSError("disk full")
+    def test_file_mode_and_no_true_values(self, tmp_path: Path) -> None:
+        """The memo file is 0600 and holds responses (index lists), never a value's name."""
+        schema = shipped_schema()
+        memo = EpochMemo(tmp_path / "epochs.json")
+        secret = hashlib.sha256(b"mode").digest()
+        values = {
+            "cli_version": "1.4",
+            "platform": "macos-arm64",
+            "command": "deploy",
+            "modules": {"docker"},
+        }
+        memo.commit(epoch_responses(schema, "usage", "2027-W10", values, secret), 3000)
+        assert stat.S_IMODE(memo.path.stat().st_mode) == 0o600
+        text = memo.path.read_text()
+        for word in ("deploy", "macos", "docker", "1.4"):
+            assert word not in text
+        assert set(json.loads(text)["fields"]) == {"cli_version", "platform", "command", "modules"}
 
-        monkeypatch.setattr(os, "replace", boom)
-        with pytest.raises(OSError, match="disk full"):
-            ledger.record("os", digest(2))
-        assert path.read_bytes() == before
-        assert sorted(p.name for p in tmp_path.iterdir()) == ["ledger.json", "ledger.json.lock"]
-
-    def test_concurrent_writers_lose_nothing(self, tmp_path: Path) -> None:
-        """Four writers recording 25 digests each leave exactly 100 in the ledger."""
-        path = tmp_path / "ledger.json"
-
-        def writer(w: int) -> None:
-            ledger = Ledger(path)
-            for i in range(25):
-                ledger.record("command", digest(w * 100 + i))
-
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert Ledger(path).count("command") == 100
-
-    @pytest.mark.parametrize(
-        "content",
-        [
-            "not json",
-            "[]",
-            '{"v": 2, "fields": {}}',
-            '{"v": 1}',
-            '{"v": 1, "fields": {"os": ["x"]}}',
-        ],
-    )
-    def test_corrupt_file_raises_decode_error(self, tmp_path: Path, content: str) -> None:
-        """A malformed ledger raises DecodeError naming the file, never a silent zero."""
-        path = tmp_path / "ledger.json"
+    @pytest.mark.parametrize("content", ["{", "[]", '{"v": 2}', '{"v": 1, "fields": {"a": 1}}'])
+    def test_damaged_memo_is_a_decode_error(self, tmp_path: Path, content: str) -> None:
+        """A damaged memo file raises DecodeError rather than being trusted."""
+        path = tmp_path / "epochs.json"
         path.write_text(content)
-        with pytest.raises(DecodeError, match="ledger"):
-            Ledger(path).count("os")
+        with pytest.raises(DecodeError):
+            EpochMemo(path).load()
 
-    @pytest.mark.parametrize("bad", ["", "ABC", "g" * 64, digest(1).upper(), 5])
-    def test_malformed_digest_is_refused(self, tmp_path: Path, bad: object) -> None:
-        """Only 64 lowercase hex digits are accepted as a digest."""
-        with pytest.raises(ParameterError):
-            Ledger(tmp_path / "ledger.json").record("os", bad)
-
-    def test_purge_removes_the_ledger(self, tmp_path: Path) -> None:
-        """purge deletes the file and its lock; purging again is harmless."""
-        ledger = Ledger(tmp_path / "ledger.json")
-        ledger.record("os", digest(1))
-        ledger.purge()
-        ledger.purge()
-        assert list(tmp_path.iterdir()) == []
-        assert ledger.count("os") == 0
+    def test_purge(self, tmp_path: Path) -> None:
+        """purge() removes the file; a missing file is an empty memo."""
+        memo = EpochMemo(tmp_path / "epochs.json")
+        memo.commit({"command": (1, [1, 2])}, 10)
+        memo.purge()
+        assert not memo.path.exists() and memo.load() == {}
