@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from ldp.budget import lifetime_worst_case, per_report_epsilon
+from ldp.budget import per_report_epsilon
 from ldp.envelope import generate_keypair, seal
 from ldp.errors import DecodeError
 from ldp.report import decode_report
@@ -563,11 +563,13 @@ class TestFinalize:
                 assert fr.estimate.labels == fr.spec.domain
 
     def test_privacy_parameters_match_the_budget(self) -> None:
-        """Per-report and lifetime epsilon are ldp.budget's; the central one needs n and delta."""
+        """Per-report and yearly epsilon are ldp.budget's; the central one needs n and delta."""
         for kind in SCHEMA.kinds:
             info = kind_privacy(SCHEMA, kind.name, n=5000, delta=1e-6)
             assert info.epsilon_report == pytest.approx(per_report_epsilon(kind), rel=1e-12)
-            assert info.epsilon_lifetime == pytest.approx(lifetime_worst_case(kind), rel=1e-12)
+            assert info.epsilon_year == pytest.approx(
+                sum(spec.year_bound() for spec in kind.fields), rel=1e-12
+            )
             assert info.central is not None
             assert 0 < info.central.eps < info.epsilon_report
             assert kind_privacy(SCHEMA, kind.name).central is None

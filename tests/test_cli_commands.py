@@ -25,7 +25,8 @@ from cli.consent import read_consent
 from cli.sentlog import encode_entry
 from cli.state import SECRET_BYTES, Paths
 from cli.tally import ErrorsTally, Tally, UsageTally, read_tally
-from ldp.budget import Ledger, memo_digest, per_report_epsilon
+from ldp.budget import per_report_epsilon
+from ldp.epochs import EpochMemo, week_index
 from ldp.report import decode_report
 from ldp.sampling import HmacSource
 from ldp.schema import shipped_schema
@@ -131,16 +132,16 @@ class TestDisable:
         assert run("disable", "--purge").exit_code == 0
 
     def test_purge_removes_every_file(self, paths: Paths) -> None:
-        """--purge deletes secret, ledger, tally, spool and log, printing each one."""
+        """--purge deletes secret, epoch memo, tally, spool and log, printing each one."""
         run("enable")
         run("enable", "--errors")
         tracking.record("up", paths=paths, env={})
-        Ledger(paths.ledger_file).record("command", memo_digest(b"k" * 32, b"x"))
+        EpochMemo(paths.epochs_file).commit({"command": (1, [1, 2])}, 10)
         paths.spool_dir.mkdir(parents=True)
         (paths.spool_dir / "r1.sealed").write_bytes(b"sealed")
         paths.sent_log.write_bytes(b"{}\n")
         before = set(snapshot(paths.state_dir)) | set(snapshot(paths.cache_dir))
-        assert {str(paths.tally_file), str(paths.secret_file), str(paths.ledger_file)} <= before
+        assert {str(paths.tally_file), str(paths.secret_file), str(paths.epochs_file)} <= before
         result = run("disable", "--purge")
         assert result.exit_code == 0
         removed = {
@@ -222,18 +223,22 @@ class TestInfo:
             "schema",
             "on",
             "kinds",
+            "year",
             "never_collected",
-            "ledger",
+            "memo",
             "endpoint",
             "policy",
         }
-        assert document["schema"] == {"name": "20i", "version": 1, "id": schema.id}
+        assert document["schema"] == {"name": "20i", "version": 2, "id": schema.id}
+        assert document["year"]["total"] == pytest.approx(
+            sum(spec.year_bound() for spec in schema.fields)
+        )
         assert [k["name"] for k in document["kinds"]] == list(schema.kind_names)
         for kind in document["kinds"]:
             spec_kind = schema.kind(kind["name"])
             assert kind["epsilon"]["per_report"] == pytest.approx(per_report_epsilon(spec_kind))
-            assert kind["epsilon"]["lifetime_actual"] == 0.0
-            assert kind["epsilon"]["lifetime_worst_case"] >= kind["epsilon"]["per_report"]
+            assert kind["epsilon"]["year_actual"] == 0.0
+            assert kind["epsilon"]["year_bound"] >= kind["epsilon"]["per_report"]
             for row in kind["fields"]:
                 randomizer = spec_kind.field(row["name"]).randomizer()
                 assert row["domain_size"] == len(row["domain"])
@@ -246,14 +251,20 @@ class TestInfo:
         assert len(document["never_collected"]) >= 5
         assert document["policy"]["path"].endswith("PRIVACY.md")
 
-    def test_actual_lifetime_from_ledger(self, paths: Paths) -> None:
-        """This machine's lifetime epsilon counts the memo keys in its ledger."""
-        ledger = Ledger(paths.ledger_file)
-        ledger.record("command", memo_digest(b"k" * 32, b"a"))
-        ledger.record("command", memo_digest(b"k" * 32, b"b"))
+    def test_actual_spend_from_the_epoch_memo(self, paths: Paths) -> None:
+        """This machine's yearly spend counts the epochs that reported in the last 52 weeks."""
+        from datetime import UTC, datetime
+
+        from ldp.report import iso_period
+
+        week = week_index(iso_period(datetime.now(UTC)))
+        memo = EpochMemo(paths.epochs_file)
+        memo.commit({"command": (1, [1, 2])}, week - 60)  # outside the window
+        memo.commit({"command": (2, [1, 2])}, week - 20)
+        memo.commit({"command": (3, [1, 3])}, week - 1)
         usage = run_json("info")["kinds"][0]
         command = next(f for f in usage["fields"] if f["name"] == "command")
-        assert usage["epsilon"]["lifetime_actual"] == pytest.approx(2 * command["epsilon_perm"])
+        assert usage["epsilon"]["year_actual"] == pytest.approx(2 * command["epsilon_perm"])
 
     def test_text_and_no_network(self, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
         """info prints the table, budget, never-collected list and policy; no network call."""
@@ -264,17 +275,24 @@ class TestInfo:
         monkeypatch.setattr(socket.socket, "connect", no_network)
         result = run("info")
         assert result.exit_code == 0, result.output
-        for fragment in ("eps_perm", "p*", "epsilon per report", "Never collected", "policy"):
+        for fragment in (
+            "eps",
+            "p*",
+            "epsilon per report",
+            "52 weeks",
+            "Never collected",
+            "policy",
+        ):
             assert fragment in result.stdout
         assert not paths.state_dir.exists()  # info changes no state
 
-    def test_unreadable_ledger_is_reported(self, paths: Paths) -> None:
-        """A garbled ledger makes the actual spend unknown, not the command fail."""
+    def test_unreadable_memo_is_reported(self, paths: Paths) -> None:
+        """A garbled epoch memo makes the actual spend unknown, not the command fail."""
         paths.state_dir.mkdir(parents=True)
-        paths.ledger_file.write_text("{")
+        paths.epochs_file.write_text("{")
         document = run_json("info")
-        assert document["kinds"][0]["epsilon"]["lifetime_actual"] is None
-        assert document["ledger"]["problem"]
+        assert document["kinds"][0]["epsilon"]["year_actual"] is None
+        assert document["memo"]["problem"]
 
 
 class TestPreview:

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ldp.budget import Ledger, memo_digest
 from ldp.errors import DecodeError, ParameterError
 from ldp.longitudinal import (
     AUTO_CANDIDATES,
@@ -358,21 +357,17 @@ class TestMemoization:
         ]
         assert json.loads(run.stdout) == here
 
-    def test_new_value_draws_its_own_prr_and_the_ledger_counts_it(self, tmp_path: Path) -> None:
-        """Switching values uses a new memo key; 50 periods over 2 values spend 2 epsilon_perm."""
+    def test_new_value_draws_its_own_prr(self) -> None:
+        """Switching values uses a new memo label; each value keeps its PRR (v1 behaviour)."""
         o = longitudinal("grr", 6, 2.0, 1.0)
         values = [1] * 20 + [4] * 15 + [1] * 15
         seen_prr: dict[int, int] = {}
         for period, v in enumerate(values):
-            ledger = Ledger(tmp_path / "ledger.json")  # reopened each period, like a new process
-            ledger.record_value(o, FIELD, v, secret(7))
             prr = o.permanent_response(v, secret(7), FIELD)
             assert seen_prr.setdefault(v, prr) == prr, f"PRR of {v} changed at period {period}"
-        assert Ledger(tmp_path / "ledger.json").count(FIELD) == 2
         assert prr_label(FIELD, 1) != prr_label(FIELD, 4)
-        assert memo_digest(secret(7), prr_label(FIELD, 1)) != memo_digest(
-            secret(7), prr_label(FIELD, 4)
-        )
+        # Epoch labels (v2) never equal a v1 label, and differ per epoch.
+        assert prr_label(FIELD, 1, 7) not in (prr_label(FIELD, 1), prr_label(FIELD, 1, 8))
 
     def test_new_value_prr_is_a_draw_for_that_value(self) -> None:
         """Across 600 secrets the PRR of value 4 names 4 at rate p1, not at the stale rate q1."""
@@ -544,28 +539,29 @@ class TestWire:
 
 
 class TestClientPath:
-    """The client side stays pure Python: no numpy on privatize or ledger updates."""
+    """The client side stays pure Python: no numpy on privatize or epoch memo updates."""
 
-    def test_privatize_and_ledger_never_import_numpy(self, tmp_path: Path) -> None:
-        """Every longitudinal oracle, a set field and the ledger run without importing numpy."""
+    def test_privatize_and_memo_never_import_numpy(self, tmp_path: Path) -> None:
+        """Every longitudinal oracle, a set field and the epoch memo run without numpy."""
         code = (
             "import os, sys\n"
-            "from ldp.budget import Ledger\n"
+            "from ldp.epochs import EpochMemo\n"
             "from ldp.longitudinal import MECHANISM_NAMES, longitudinal\n"
             "from ldp.sets import SetOracle\n"
             "s = os.urandom(32)\n"
-            "ledger = Ledger(sys.argv[1])\n"
+            "memo = EpochMemo(sys.argv[1])\n"
             "for m in MECHANISM_NAMES:\n"
             "    o = longitudinal(m, 8, 2.0, 1.0)\n"
             "    o.validate(o.privatize(3, s, 'os'))\n"
-            "    ledger.record_value(o, 'os', 3, s)\n"
+            "    memo.commit({'os': (5, o.epoch_response(3, s, 'os', 5))}, 80)\n"
             "so = SetOracle(8, 3, 2.0, 1.0)\n"
             "so.validate(so.privatize({1, 5}, s, 'modules'))\n"
-            "ledger.record_value(so, 'modules', {1, 5}, s)\n"
-            "print('numpy' in sys.modules, ledger.count('os'), ledger.count('modules'))\n"
+            "memo.commit({'modules': (5, so.epoch_response({1, 5}, s, 'modules', 5))}, 80)\n"
+            "print('numpy' in sys.modules, memo.epochs_reported('os', 80),"
+            " memo.epochs_reported('modules', 80))\n"
         )
         run = subprocess.run(
-            [sys.executable, "-c", code, str(tmp_path / "ledger.json")],
+            [sys.executable, "-c", code, str(tmp_path / "epochs.json")],
             cwd=ROOT,
             capture_output=True,
             text=True,

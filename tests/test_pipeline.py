@@ -20,7 +20,6 @@ from cli import pipeline, sender, spool
 from cli.consent import NO_CONSENT, Consent, Decision, decide, shipped_policy_version, write_consent
 from cli.state import Paths, load_secret
 from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
-from ldp.budget import memo_digest
 from ldp.envelope import generate_keypair, open_sealed, public_key_to_text
 from ldp.report import decode_report
 from ldp.sampling import SystemSource
@@ -95,17 +94,18 @@ class Scripted(SystemSource):
         return super().randbelow(n)
 
 
-def ledger_fields(paths: Paths) -> dict[str, list[str]]:
-    fields: dict[str, list[str]] = json.loads(paths.ledger_file.read_text())["fields"]
+def memo_fields(paths: Paths) -> dict[str, Any]:
+    fields: dict[str, Any] = json.loads(paths.epochs_file.read_text())["fields"]
     return fields
 
 
-def command_digest(paths: Paths, command: str) -> str:
+def command_response(paths: Paths, command: str) -> Any:
+    """The epoch response the client draws for ``command`` in LAST_WEEK's epoch."""
     secret = load_secret(paths)
     assert secret is not None
-    spec = next(f for f in shipped_schema().kind("usage").fields if f.name == "command")
-    (label,) = spec.randomizer().memo_keys(spec.index(command), "command", secret)
-    return memo_digest(secret, label)
+    spec = shipped_schema().kind("usage").field("command")
+    epoch = memo_fields(paths)["command"]["epoch"]
+    return spec.randomizer().epoch_response(spec.index(command), secret, "command", epoch)
 
 
 class TestRollOver:
@@ -130,14 +130,14 @@ class TestRollOver:
         marked = json.loads(pipeline.reported_file(paths).read_text())
         assert (marked["usage"], marked["errors"]) == (LAST_WEEK, LAST_WEEK)
 
-    def test_ledger_holds_digests_only(self, paths: Paths, env: dict[str, str]) -> None:
-        """Every field's memo key is in the ledger as a 64-hex digest; no value or label is."""
+    def test_memo_holds_responses_only(self, paths: Paths, env: dict[str, str]) -> None:
+        """Every field froze one epoch response that reported this week; no true value is kept."""
         pipeline.roll_over(paths, setup(paths, env), NOW, env)
-        fields = ledger_fields(paths)
+        fields = memo_fields(paths)
         expected = {f.name for k in shipped_schema().kinds for f in k.fields}
         assert set(fields) == expected
-        assert all(len(d) == 1 and len(d[0]) == 64 for d in fields.values())
-        raw = paths.ledger_file.read_text()
+        assert all(len(entry["reported"]) == 1 for entry in fields.values())
+        raw = paths.epochs_file.read_text()
         for word in ("docker", "linux", "prr/", "1.4", "up", "timeout"):
             assert f'"{word}' not in raw
 
@@ -147,7 +147,7 @@ class TestRollOver:
     ) -> None:
         """The command is drawn over invocations (status x1, up x3, sorted keys) by the source."""
         pipeline.roll_over(paths, setup(paths, env), NOW, env, rand=Scripted(first))
-        assert ledger_fields(paths)["command"] == [command_digest(paths, command)]
+        assert memo_fields(paths)["command"]["response"] == command_response(paths, command)
 
     def test_current_period_is_left_alone(self, paths: Paths, env: dict[str, str]) -> None:
         """A tally of the running week is neither reported nor cleared."""
@@ -170,7 +170,7 @@ class TestRollOver:
         decision = setup(paths, env, c=c)
         written = pipeline.roll_over(paths, decision, NOW, env)
         assert [spool.load(p).kind for p in written] == ["errors"]
-        assert "command" not in ledger_fields(paths)
+        assert "command" not in memo_fields(paths)
 
     def test_kind_off_is_not_reported(self, paths: Paths, env: dict[str, str]) -> None:
         """With error reports off, only the usage report is built."""
@@ -186,7 +186,7 @@ class TestRollOver:
         decision = setup(paths, env)
         assert pipeline.roll_over(paths, decision, NOW, env) == []
         assert read_tally(paths.tally_file) is None
-        assert spool.spool_names(paths) == [] and not paths.ledger_file.exists()
+        assert spool.spool_names(paths) == [] and not paths.epochs_file.exists()
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert b'"fields"' not in path.read_bytes(), path
@@ -202,7 +202,7 @@ class TestRollOver:
             paths=paths, decision=decision, now=NOW, env=env, spawn=lambda p, e: spawned.append(p)
         )
         assert spool.spool_names(paths) == [] and spawned == []
-        assert not pipeline.reported_file(paths).exists() and not paths.ledger_file.exists()
+        assert not pipeline.reported_file(paths).exists() and not paths.epochs_file.exists()
 
     @pytest.mark.parametrize("case", ["too-old", "other-schema"])
     def test_stale_tallies_are_dropped(self, paths: Paths, env: dict[str, str], case: str) -> None:

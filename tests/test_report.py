@@ -34,7 +34,7 @@ from ldp.report import (
     period_start,
 )
 from ldp.sampling import HmacSource
-from ldp.schema import MAX_DOMAIN, MAX_FIELDS, MAX_PAD, FieldSpec, ReportKind, Schema
+from ldp.schema import MAX_DOMAIN, MAX_FIELDS, MAX_PAD, FieldSpec, ReportKind, Schema, known_schemas
 from ldp.schema import shipped_schema as _shipped
 
 SCHEMA = _shipped()
@@ -43,8 +43,7 @@ SECRET = bytes(range(32))
 PERIOD = "2026-W48"
 USAGE = {
     "cli_version": "1.4",
-    "os": "linux",
-    "arch": "x86_64",
+    "platform": "linux-x86_64",
     "command": "deploy",
     "modules": {"docker", "git"},
 }
@@ -179,15 +178,26 @@ class TestBuildReport:
         """Same secret, values and random stream give the same report (no hidden randomness)."""
         assert usage_report("a") == usage_report("a")
 
-    def test_varies_with_the_random_source(self) -> None:
-        """Fresh instantaneous noise: different random streams give different reports."""
+    def test_frozen_whatever_the_random_source(self) -> None:
+        """v2 epochs freeze the response: other random streams give the same report."""
         reports = {usage_report(f"run-{i}").encode() for i in range(20)}
+        assert len(reports) == 1
+
+    def test_v1_varies_with_the_random_source(self) -> None:
+        """v1 adds fresh instantaneous noise: different random streams give different reports."""
+        v1 = known_schemas()[0]
+        values = {"cli_version": "1.4", "os": "linux", "arch": "x86_64", "command": "up"}
+        values["modules"] = {"git"}
+        reports = {
+            build_report(v1, "usage", PERIOD, values, SECRET, rng(f"run-{i}")).encode()
+            for i in range(20)
+        }
         assert len(reports) > 1
 
     def test_unknown_strings_count_as_other(self) -> None:
         """An unknown categorical value is randomized exactly as "other" is."""
-        weird = usage_report(command="/home/alice/secret-project", os="Plan9")
-        plain = usage_report(command="other", os="other")
+        weird = usage_report(command="/home/alice/secret-project", platform="Plan9-x")
+        plain = usage_report(command="other", platform="other")
         assert weird == plain
 
     def test_unknown_set_items_are_dropped(self) -> None:
@@ -206,9 +216,21 @@ class TestBuildReport:
         [
             ("usage", PERIOD, {**USAGE, "user": "alice"}, SECRET, r"no field 'user'"),
             ("usage", PERIOD, {**USAGE, 1: "x", "b": "y"}, SECRET, r"no field 1 "),
-            ("usage", PERIOD, {k: v for k, v in USAGE.items() if k != "os"}, SECRET, r"'os'"),
-            ("usage", PERIOD, {**USAGE, "os": 3}, SECRET, r"'os' takes a string, not int"),
-            ("usage", PERIOD, {**USAGE, "os": None}, SECRET, r"takes a string, not NoneType"),
+            (
+                "usage",
+                PERIOD,
+                {k: v for k, v in USAGE.items() if k != "platform"},
+                SECRET,
+                r"'platform'",
+            ),
+            (
+                "usage",
+                PERIOD,
+                {**USAGE, "platform": 3},
+                SECRET,
+                r"'platform' takes a string, not int",
+            ),
+            ("usage", PERIOD, {**USAGE, "platform": None}, SECRET, r"takes a string, not NoneType"),
             ("usage", PERIOD, {**USAGE, "modules": "docker"}, SECRET, r"not str"),
             ("usage", PERIOD, {**USAGE, "modules": 5}, SECRET, r"collection of strings, not int"),
             ("usage", "2026-48", USAGE, SECRET, r"must look like 2026-W48"),
@@ -404,13 +426,18 @@ class TestDecodeReport:
             (("period",), ["2026-W48"], WrongTypeError, r"'period' must be a string"),
             (("fields",), [], WrongTypeError, r"'fields' must be an object"),
             (("fields", "hostname"), 1, UnknownFieldError, r"unknown key 'hostname'"),
-            (("fields", "os"), KeyError, MissingFieldError, r"missing key 'os'"),
-            (("fields", "os"), True, WrongTypeError, r"integer or a list of integers"),
-            (("fields", "os"), "linux", WrongTypeError, r"integer or a list of integers"),
-            (("fields", "os"), None, WrongTypeError, r"integer or a list of integers"),
-            (("fields", "os"), [[1]], WrongTypeError, r"integer or a list of integers"),
-            (("fields", "os"), [True, False], WrongTypeError, r"integer or a list of integers"),
-            (("fields", "os"), {"a": 1}, WrongTypeError, r"integer or a list of integers"),
+            (("fields", "platform"), KeyError, MissingFieldError, r"missing key 'platform'"),
+            (("fields", "platform"), True, WrongTypeError, r"integer or a list of integers"),
+            (("fields", "platform"), "linux", WrongTypeError, r"integer or a list of integers"),
+            (("fields", "platform"), None, WrongTypeError, r"integer or a list of integers"),
+            (("fields", "platform"), [[1]], WrongTypeError, r"integer or a list of integers"),
+            (
+                ("fields", "platform"),
+                [True, False],
+                WrongTypeError,
+                r"integer or a list of integers",
+            ),
+            (("fields", "platform"), {"a": 1}, WrongTypeError, r"integer or a list of integers"),
         ],
     )
     def test_spoiled_report(

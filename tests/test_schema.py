@@ -25,15 +25,18 @@ from ldp.schema import (
     ReportKind,
     Schema,
     canonical_dumps,
+    known_schemas,
     load_schema,
     shipped_schema,
 )
 
 #: The shipped schema's id. Changing the schema changes this on purpose: update it only together
 #: with a deliberate schema change (and keep the old schema around for the analyzer).
-SHIPPED_ID = "f3d3f726b0024a19"
+SHIPPED_ID = "ecf03f5031dd97d1"
+#: v1's id, which the analyzer must keep reading.
+V1_ID = "f3d3f726b0024a19"
 
-SHIPPED_TEXT = (Path(__file__).parents[1] / "ldp" / "data" / "schema-v1.json").read_text()
+SHIPPED_TEXT = (Path(__file__).parents[1] / "ldp" / "data" / "schema-v2.json").read_text()
 SCHEMA_DOC = Path(__file__).parents[1] / "docs" / "SCHEMA.md"
 
 
@@ -68,31 +71,40 @@ class TestShippedSchema:
         """The packaged schema parses and has the two report kinds with their fields in order."""
         schema = shipped_schema()
         assert schema.name == "20i"
-        assert schema.version == 1
+        assert schema.version == 2
         assert schema.kind_names == ("usage", "errors")
-        assert schema.kind("usage").field_names == (
-            "cli_version",
-            "os",
-            "arch",
-            "command",
-            "modules",
-        )
+        assert schema.kind("usage").field_names == ("cli_version", "platform", "command", "modules")
         assert schema.kind("errors").field_names == ("error_category",)
 
     def test_id_is_pinned(self) -> None:
         """The shipped schema's id is the pinned one, so any schema change is deliberate."""
         assert shipped_schema().id == SHIPPED_ID
+        assert [s.id for s in known_schemas()] == [V1_ID, SHIPPED_ID]
 
     def test_respects_the_caps(self) -> None:
-        """Every field's epsilons and every kind's per-report sum are within the client caps."""
-        for kind in shipped_schema().kinds:
-            total = 0.0
-            for spec in kind.fields:
-                assert 0 < spec.epsilon_1 <= spec.epsilon_perm <= EPSILON_CAPS.epsilon_perm
-                total += spec.epsilon_1
-            assert total <= EPSILON_CAPS.report_epsilon_1
-        assert EPSILON_CAPS.epsilon_perm == 4.0
-        assert EPSILON_CAPS.report_epsilon_1 == 4.0
+        """Every field's epsilons, the user-week sum over kinds and the yearly total are capped."""
+        schema = shipped_schema()
+        week = 0.0
+        for spec in schema.fields:
+            assert 0 < spec.epsilon_1 <= spec.epsilon_perm <= EPSILON_CAPS.epsilon_perm
+            week += spec.epsilon_1
+        assert week <= EPSILON_CAPS.week_epsilon
+        assert sum(spec.year_bound() for spec in schema.fields) <= EPSILON_CAPS.year_epsilon
+        assert (EPSILON_CAPS.epsilon_perm, EPSILON_CAPS.week_epsilon) == (4.0, 5.5)
+        assert EPSILON_CAPS.year_epsilon == 20.0
+
+    def test_fields_expire_within_a_year_of_review_and_not_soon(self) -> None:
+        """Every shipped field expires at most a year after its review, and not within 90 days
+        of today: renew it (a schema change with its CHANGELOG entry) before then."""
+        import datetime as dt
+
+        today = dt.datetime.now(dt.UTC).date()
+        for spec in shipped_schema().fields:
+            assert spec.reviewed is not None and spec.expires is not None, spec.name
+            reviewed = dt.date.fromisoformat(spec.reviewed)
+            expires = dt.date.fromisoformat(spec.expires)
+            assert reviewed < expires <= reviewed + dt.timedelta(days=366)
+            assert expires - today > dt.timedelta(days=90), f"{spec.name} expires {expires}"
 
     def test_mechanisms_are_explicit(self) -> None:
         """Shipped fields name their mechanism, so the wire format does not drift with "auto"."""
@@ -171,8 +183,12 @@ class TestCanonicalJson:
     def test_integer_epsilons_are_normalized(self) -> None:
         """An epsilon written as 2 and as 2.0 gives the same schema and id."""
         doc = shipped_doc()
-        usage_field(doc, "os")["epsilon_perm"] = 2
-        assert load_schema(json.dumps(doc)).id == shipped_schema().id
+        for value in (1, 1.0):
+            usage_field(doc, "platform")["epsilon_perm"] = value
+            usage_field(doc, "platform")["epsilon_1"] = value
+            if value == 1:
+                first = load_schema(json.dumps(doc)).id
+        assert load_schema(json.dumps(doc)).id == first
 
     def test_id_is_sha256_prefix(self) -> None:
         """The id is the first 16 hex digits of SHA-256 of the canonical JSON."""
@@ -184,12 +200,12 @@ class TestCanonicalJson:
     @pytest.mark.parametrize(
         "change",
         [
-            lambda doc: usage_field(doc, "os").__setitem__("epsilon_1", 0.25),
-            lambda doc: usage_field(doc, "os").__setitem__(
+            lambda doc: usage_field(doc, "platform").__setitem__("epsilon_1", 0.25),
+            lambda doc: usage_field(doc, "platform").__setitem__(
                 "domain", ["macos", "linux", "windows", "freebsd", "other"]
             ),
-            lambda doc: usage_field(doc, "os").__setitem__("doc", "edited"),
-            lambda doc: doc.__setitem__("version", 2),
+            lambda doc: usage_field(doc, "platform").__setitem__("doc", "edited"),
+            lambda doc: doc.__setitem__("version", 3),
             lambda doc: doc["kinds"].reverse(),
         ],
         ids=["epsilon", "domain-order", "doc", "version", "kind-order"],
@@ -254,14 +270,18 @@ BAD_DOCUMENTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("long-field-name", _set(f"{F}.1.name", "x" * 33), r"field name .* at most 32"),
     ("bad-kind-name", _set("kinds.1.name", "err ors"), r"report kind name"),
     ("same-kind-twice", _set("kinds.1.name", "usage"), r"kind names must be unique"),
-    ("same-field-twice", _set(f"{F}.2.name", "os"), r"kind 'usage': field names must be unique"),
-    ("field-in-two-kinds", _set("kinds.1.fields.0.name", "os"), r"unique across the schema"),
+    (
+        "same-field-twice",
+        _set(f"{F}.2.name", "platform"),
+        r"kind 'usage': field names must be unique",
+    ),
+    ("field-in-two-kinds", _set("kinds.1.fields.0.name", "platform"), r"unique across the schema"),
     ("field-kind", _set(f"{F}.1.kind", "ordinal"), r"kind \('ordinal'\) must be one of"),
     ("mechanism", _set(f"{F}.1.mechanism", "laplace"), r"mechanism \('laplace'\) must be one"),
     ("domain-not-list", _set(f"{F}.1.domain", "linux"), r"domain must be a JSON array"),
     ("domain-value-int", _set(f"{F}.1.domain.0", 7), r"domain value 7 must match"),
     ("domain-value-space", _set(f"{F}.1.domain.0", "my os"), r"domain value 'my os'"),
-    ("domain-dupes", _set(f"{F}.1.domain.1", "linux"), r"repeated: linux"),
+    ("domain-dupes", _set(f"{F}.1.domain.1", "linux-x86_64"), r"repeated: linux-x86_64"),
     ("domain-tiny", _set(f"{F}.1.domain", ["other"]), r"domain size \(1\) must be in \[2, 64\]"),
     (
         "domain-huge",
@@ -271,11 +291,11 @@ BAD_DOCUMENTS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("no-other", _set(f"{F}.1.domain", ["linux", "macos"]), r"must end with 'other'"),
     ("other-not-last", _set(f"{F}.1.domain", ["other", "linux"]), r"must end with 'other'"),
     ("pad-on-categorical", _set(f"{F}.1.pad", 2), r"pad \(2\) is only for set fields"),
-    ("set-without-pad", _del(f"{F}.4.pad"), r"needs an integer pad, got None"),
-    ("set-pad-bool", _set(f"{F}.4.pad", True), r"needs an integer pad, got True"),
-    ("set-pad-zero", _set(f"{F}.4.pad", 0), r"pad \(0\) must be in \[1, 16\]"),
-    ("set-pad-huge", _set(f"{F}.4.pad", 17), r"pad \(17\) must be in \[1, 16\]"),
-    ("set-with-other", _set(f"{F}.4.domain.0", "other"), r"set domain has no 'other'"),
+    ("set-without-pad", _del(f"{F}.3.pad"), r"needs an integer pad, got None"),
+    ("set-pad-bool", _set(f"{F}.3.pad", True), r"needs an integer pad, got True"),
+    ("set-pad-zero", _set(f"{F}.3.pad", 0), r"pad \(0\) must be in \[1, 16\]"),
+    ("set-pad-huge", _set(f"{F}.3.pad", 17), r"pad \(17\) must be in \[1, 16\]"),
+    ("set-with-other", _set(f"{F}.3.domain.0", "other"), r"set domain has no 'other'"),
     ("epsilon-string", _set(f"{F}.1.epsilon_1", "0.5"), r"epsilon_1 \('0.5'\) must be a number"),
     ("epsilon-bool", _set(f"{F}.1.epsilon_1", True), r"epsilon_1 \(True\) must be a number"),
     ("epsilon-zero", _set(f"{F}.1.epsilon_1", 0), r"epsilon_1 \(0.0\) must be finite and > 0"),
@@ -330,7 +350,7 @@ class TestLoadSchemaRefuses:
 
     def test_huge_epsilon_literal(self) -> None:
         """1e400 parses to infinity and is refused as not finite."""
-        text = SHIPPED_TEXT.replace('"epsilon_1": 0.6', '"epsilon_1": 1e400', 1)
+        text = SHIPPED_TEXT.replace('"epsilon_1": 0.8', '"epsilon_1": 1e400', 1)
         assert text != SHIPPED_TEXT
         with pytest.raises(SchemaError, match=r"epsilon_1 \(inf\) must be finite"):
             load_schema(text)
@@ -401,15 +421,25 @@ class TestEpsilonCaps:
         ):
             small_field(epsilon_1=epsilon_1)
 
-    def test_per_report_sum_over_cap(self) -> None:
-        """A kind whose epsilon_1 sum exceeds the cap is refused naming the kind, sum and cap."""
-        fields = tuple(small_field(f"f{i}", epsilon_1=1.5) for i in range(3))
+    def test_per_week_sum_over_cap(self) -> None:
+        """A schema whose epsilon_1 sum over all kinds exceeds the weekly cap is refused."""
+        one = ReportKind("k", tuple(small_field(f"f{i}", epsilon_1=1.5) for i in range(3)))
+        two = ReportKind("j", tuple(small_field(f"g{i}", epsilon_1=0.5) for i in range(3)))
         with pytest.raises(
             SchemaError,
-            match=r"kind 'k': per-report epsilon \(sum of epsilon_1 over fields, 4\.5\) exceeds "
-            r"the client cap 4\.0",
+            match=r"per-week epsilon over all kinds \(sum of epsilon_1, 6\) exceeds the client "
+            r"cap 5\.5",
         ):
-            ReportKind("k", fields)
+            Schema("s", 1, (one, two))
+        Schema("s", 1, (one,))  # 4.5 alone is fine: the cap is per user-week, not per kind
+
+    def test_yearly_bound_over_cap(self) -> None:
+        """Epoch fields whose yearly bound sums above 20 are refused."""
+        fields = tuple(
+            small_field(f"f{i}", epsilon_perm=1.0, epsilon_1=1.0, epoch_weeks=13) for i in range(5)
+        )
+        with pytest.raises(SchemaError, match=r"yearly bound over all kinds \(25\) exceeds"):
+            Schema("s", 1, (ReportKind("k", fields),))
 
     def test_exactly_at_the_caps(self) -> None:
         """Epsilons equal to the caps are allowed: the caps are inclusive."""
@@ -424,10 +454,11 @@ class TestEpsilonCaps:
         """A sum a millionth over the cap is refused (the rounding slack is far smaller)."""
         fields = (
             small_field("a", epsilon_perm=3.0, epsilon_1=2.0),
-            small_field("b", epsilon_perm=3.0, epsilon_1=2.000001),
+            small_field("b", epsilon_perm=3.0, epsilon_1=2.0),
+            small_field("c", epsilon_perm=3.0, epsilon_1=1.500001),
         )
         with pytest.raises(SchemaError, match="exceeds the client cap"):
-            ReportKind("k", fields)
+            Schema("s", 1, (ReportKind("k", fields),))
 
     def test_server_cannot_raise_caps(self) -> None:
         """A schema text that asks for more than the caps never loads, whatever else it says."""
@@ -574,3 +605,26 @@ class TestSchemaDoc:
     def test_id_in_doc(self) -> None:
         """The schema id quoted in docs/SCHEMA.md is the shipped one."""
         assert f"**`{shipped_schema().id}`**" in SCHEMA_DOC.read_text()
+
+
+class TestYearTable:
+    def test_year_table_is_current(self) -> None:
+        """docs/SCHEMA.md's yearly table matches each field's epochs and proven bound."""
+        from ldp.epochs import epochs_touched
+
+        expected = [
+            [
+                kind.name,
+                spec.name,
+                f"{spec.randomizer().epsilon_perm:.4g}",
+                str(spec.epoch_weeks),
+                str(epochs_touched(spec.epoch_weeks or 1)),
+                f"{spec.year_bound():.4g}",
+            ]
+            for kind in shipped_schema().kinds
+            for spec in kind.fields
+        ]
+        rows = _table(SCHEMA_DOC.read_text(), "<!-- year-table", "<!-- end")
+        assert rows == expected
+        total = sum(spec.year_bound() for spec in shipped_schema().fields)
+        assert f"**{total:.4g}**" in SCHEMA_DOC.read_text()

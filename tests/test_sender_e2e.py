@@ -33,7 +33,6 @@ from cli.pipeline import roll_over
 from cli.sentlog import read_sent_log
 from cli.state import Paths, load_secret
 from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
-from ldp.budget import memo_digest
 from ldp.envelope import open_sealed
 from ldp.report import decode_report, period_start
 from ldp.schema import shipped_schema
@@ -501,13 +500,15 @@ class TestConsent:
         assert_host_unchanged(outcome, reference[UP])
         machine.wait_senders_gone(ended)
         assert len(stub.reports()) == 1  # usage only: error reports were not enabled
-        # The ledger names the PRR the report used: the command's is the one of "status".
+        # The epoch memo froze the response of "status", the week's only command.
         secret = load_secret(machine.paths)
         assert secret is not None
-        spec = next(f for f in shipped_schema().kind("usage").fields if f.name == "command")
-        (label,) = spec.randomizer().memo_keys(spec.index("status"), "command", secret)
-        ledger = json.loads(machine.paths.ledger_file.read_text())
-        assert ledger["fields"]["command"] == [memo_digest(secret, label)]
+        spec = shipped_schema().kind("usage").field("command")
+        memo = json.loads(machine.paths.epochs_file.read_text())["fields"]["command"]
+        response = spec.randomizer().epoch_response(
+            spec.index("status"), secret, "command", memo["epoch"]
+        )
+        assert memo["response"] == response
 
     def test_do_not_track_and_disable_after_spooling(
         self,
