@@ -68,6 +68,11 @@ def iso_period(moment: datetime) -> str:
     return f"{year}-W{week:02d}"
 
 
+#: The schema file the client sends under (the last of ``ldp.schema.SCHEMA_FILES``; a test
+#: holds them equal).
+SHIPPED_SCHEMA_FILE = "schema-v2.json"
+
+
 class Domains(NamedTuple):
     """The domains the tally maps into: the shipped schema's, read without importing ``ldp``."""
 
@@ -109,7 +114,7 @@ class Domains(NamedTuple):
 
 @functools.cache
 def shipped_domains() -> Domains:
-    """The domains of ``ldp/data/schema-v1.json``, parsed as plain JSON.
+    """The domains of the shipped schema (``ldp/data/schema-v2.json``), parsed as plain JSON.
 
     ``import ldp`` costs tens of milliseconds (it loads the mechanisms), too much for every
     host command, so the file is located with ``find_spec`` (which does not run the package)
@@ -118,7 +123,7 @@ def shipped_domains() -> Domains:
     spec = importlib_util.find_spec("ldp")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("the ldp package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "schema-v1.json"
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / SHIPPED_SCHEMA_FILE
     document = json.loads(path.read_bytes())
     fields: dict[str, tuple[str, ...]] = {}
     for kind in document["kinds"]:

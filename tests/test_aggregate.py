@@ -111,17 +111,17 @@ def _garbage(rng: np.random.Generator) -> tuple[list[bytes], Counter[str]]:
     truncated = seal(good, PUBLIC)[:-1]
     items.append((truncated, "decrypt"))
     bad_plaintexts = [
-        (_edit(usage, fields={"os": [0, 99]}), "out_of_range"),
-        (_edit(usage, fields={"arch": [7, 6, 5]}), "out_of_range"),
+        (_edit(usage, fields={"platform": [0, 99, 1, 2]}), "out_of_range"),
+        (_edit(usage, fields={"cli_version": [7, 6, 5]}), "out_of_range"),
         (_edit(usage, period="2026-W60"), "out_of_range"),
         (_edit(usage, kind="crashes"), "out_of_range"),
         (_edit(usage, v=2), "out_of_range"),
         (_edit(usage, schema="0123456789abcdef"), "unknown_schema"),
         (_edit(usage, schema="not-an-id"), "unknown_schema"),
-        (_edit(usage, fields={"os": "linux"}), "wrong_type"),
-        (_edit(usage, fields={"os": [True, 1]}), "wrong_type"),
+        (_edit(usage, fields={"platform": "linux"}), "wrong_type"),
+        (_edit(usage, fields={"platform": [True, 1]}), "wrong_type"),
         (_edit(usage, fields={"hostname": 1}), "unknown_field"),
-        (usage.replace(b'"os":', b'"os_":'), "unknown_field"),
+        (usage.replace(b'"platform":', b'"platform_":'), "unknown_field"),
         (b"x" * 5000, "too_large"),
         (b"", "malformed"),
         (b"not json at all", "malformed"),
@@ -310,7 +310,7 @@ class TestFastPath:
 
     @settings(max_examples=200, deadline=None)
     @given(
-        field=st.sampled_from(["cli_version", "os", "arch", "command", "modules"]),
+        field=st.sampled_from(["cli_version", "platform", "command", "modules"]),
         value=st.one_of(
             st.integers(-3, 2**70),
             st.lists(st.integers(-2, 20), max_size=6),

@@ -250,7 +250,7 @@ class TestPolicyChanged:
         env = {**os.environ, "TWENTYI_TELEMETRY_PUBLIC_KEY": public_key_to_text(public)}
         tracking.record("up", modules=["docker"], error="network", env=env, paths=paths, now=NOW)
         assert paths.tally_file.read_bytes() == before  # neither counted nor rolled over
-        assert count_spooled(paths) == 0 and not paths.ledger_file.exists()
+        assert count_spooled(paths) == 0 and not paths.epochs_file.exists()
         assert sorted(p.name for p in paths.state_dir.iterdir()) == ["tally.json"]
         assert not paths.cache_dir.exists()
 

@@ -119,12 +119,16 @@ class TestParameters:
     """Construction validates epsilons and reports what the rounded probabilities achieve."""
 
     @pytest.mark.parametrize("mech", [*MECHANISM_NAMES, "auto"])
-    def test_epsilon_1_must_be_below_epsilon_perm(self, mech: str) -> None:
-        """epsilon_1 >= epsilon_perm is refused, naming both values."""
-        with pytest.raises(ParameterError, match=r"epsilon_1 \(2.0\) must be < epsilon_perm"):
-            longitudinal(mech, 8, 2.0, 2.0)
-        with pytest.raises(ParameterError, match="epsilon_1"):
+    def test_epsilon_1_must_not_exceed_epsilon_perm(self, mech: str) -> None:
+        """epsilon_1 > epsilon_perm is refused, naming both values; equal means a frozen
+        response (the instantaneous step is the identity, schema v2's epochs)."""
+        with pytest.raises(ParameterError, match=r"epsilon_1 \(3.0\) must be <= epsilon_perm"):
             longitudinal(mech, 8, 1.0, 3.0)
+        frozen = longitudinal(mech, 8, 2.0, 2.0)
+        assert frozen.epsilon_1 == pytest.approx(frozen.epsilon_perm, abs=1e-6)
+        if mech != "olh":  # OLH's IRR acts on buckets; the others' outputs are their PRRs
+            prr = frozen.permanent_response(3, secret(1), FIELD)
+            assert all(frozen.instantaneous(prr) == prr for _ in range(50))
 
     @pytest.mark.parametrize("bad", [0.0, -1.0, math.inf, math.nan, 21.0, True, "1"])
     def test_bad_epsilons_are_refused(self, bad: Any) -> None:

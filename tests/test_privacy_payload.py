@@ -22,7 +22,7 @@ from ldp.envelope import generate_keypair, open_sealed, seal
 from ldp.report import REPORT_KEYS, build_report, decode_report
 from ldp.sampling import SYSTEM, HmacSource
 from ldp.schema import Schema, shipped_schema
-from ldp.values import arch_value, os_value, version_bucket
+from ldp.values import platform_value, version_bucket
 
 SCHEMA = shipped_schema()
 PERIOD = "2026-W48"
@@ -152,8 +152,7 @@ class TestPayloadInvariant:
             "cli_version": version_bucket(
                 "1.4.2rc1", SCHEMA.kind("usage").field("cli_version").domain
             ),
-            "os": os_value(),
-            "arch": arch_value(),
+            "platform": platform_value(),
             "command": "deploy",
             "modules": {"docker", "git"},
         }

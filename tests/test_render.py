@@ -82,8 +82,8 @@ class TestJson:
 
     def test_truth_of_wrong_length_is_refused(self) -> None:
         """A truth vector that does not match the field's values is an error, not a bad chart."""
-        bad = {("usage", PERIODS[0], "os"): [0.5, 0.5]}
-        with pytest.raises(ValueError, match="truth for usage/2026-W10/os has 2 values"):
+        bad = {("usage", PERIODS[0], "platform"): [0.5, 0.5]}
+        with pytest.raises(ValueError, match="truth for usage/2026-W10/platform has 2 values"):
             to_dict(RESULT, bad)
 
 
@@ -96,10 +96,12 @@ class TestCsv:
         assert list(rows[0]) == list(CSV_COLUMNS)
         assert len(rows) == _items_per_group(RESULT)
         usage = RESULT.group("usage", PERIODS[1])
-        os_rows = [r for r in rows if r["field"] == "os" and r["period"] == PERIODS[1]]
-        assert [r["value"] for r in os_rows] == list(usage.field("os").spec.domain)
+        os_rows = [r for r in rows if r["field"] == "platform" and r["period"] == PERIODS[1]]
+        assert [r["value"] for r in os_rows] == list(usage.field("platform").spec.domain)
         np.testing.assert_allclose(
-            [float(r["estimate"]) for r in os_rows], usage.field("os").estimate.freq, rtol=1e-5
+            [float(r["estimate"]) for r in os_rows],
+            usage.field("platform").estimate.freq,
+            rtol=1e-5,
         )
         assert {r["significant"] for r in rows} <= {"true", "false"}
         assert all(int(r["n"]) > 0 for r in rows)

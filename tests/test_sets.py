@@ -57,9 +57,9 @@ class TestParameters:
             SetOracle(d, pad, 2.0, 1.0)
 
     def test_epsilons_are_validated_by_the_inner_oracle(self) -> None:
-        """epsilon_1 >= epsilon_perm is refused here too."""
+        """epsilon_1 > epsilon_perm is refused here too."""
         with pytest.raises(ParameterError, match="epsilon_1"):
-            SetOracle(6, 2, 1.0, 1.0)
+            SetOracle(6, 2, 1.0, 1.5)
 
     @pytest.mark.parametrize("bad", [{6}, {-1}, {True}, {"a"}, "01", 3, None])
     def test_bad_sets_are_refused(self, bad: Any) -> None:

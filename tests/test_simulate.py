@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ldp.envelope import generate_keypair, open_sealed
 from ldp.report import decode_report
-from ldp.schema import shipped_schema
+from ldp.schema import known_schemas, shipped_schema
 from server_agg.simulate import (
     DEFAULT_MODEL,
     MAX_BATCH,
@@ -69,9 +69,9 @@ class TestPopulation:
         population = make_population(400, seed=3, periods=("2026-W10", "2026-W11"))
         truth = population.truth()
         usage = [u.values["usage"][1] for u in population.users]
-        os_domain = SCHEMA.kind("usage").field("os").domain
-        expected = [sum(v["os"] == name for v in usage) / len(usage) for name in os_domain]
-        assert truth[("usage", "2026-W11", "os")] == pytest.approx(expected)
+        os_domain = SCHEMA.kind("usage").field("platform").domain
+        expected = [sum(v["platform"] == name for v in usage) / len(usage) for name in os_domain]
+        assert truth[("usage", "2026-W11", "platform")] == pytest.approx(expected)
         for (_, _, name), values in truth.items():
             if name != "modules":
                 assert sum(values) == pytest.approx(1.0)
@@ -108,13 +108,16 @@ class TestPopulation:
         assert population.targets()[("usage", "2026-W10", "modules")][docker] == pad / 4
 
     def test_resampled_fields_change_between_periods(self) -> None:
-        """'command' is drawn afresh each period; 'os' stays with the user."""
+        """'command' is drawn afresh each period (reported from an epoch's first week, so it
+        changes at the user's epoch boundaries); 'platform' stays with the user."""
         population = make_population(200, seed=6, periods=("2026-W10", "2026-W11"))
         users = population.users
         assert any(
             u.values["usage"][0]["command"] != u.values["usage"][1]["command"] for u in users
         )
-        assert all(u.values["usage"][0]["os"] == u.values["usage"][1]["os"] for u in users)
+        assert all(
+            u.values["usage"][0]["platform"] == u.values["usage"][1]["platform"] for u in users
+        )
 
     def test_errors_share(self) -> None:
         """About errors_share of the users also send error reports (seeded, so exact here)."""
@@ -139,9 +142,9 @@ class TestPopulation:
 
     def test_bad_weights_are_refused(self) -> None:
         """Negative weights or an out-of-range errors_share are named."""
-        bad = {**DEFAULT_MODEL, "categorical": {"os": {"linux": -1}}}
+        bad = {**DEFAULT_MODEL, "categorical": {"platform": {"linux-x86_64": -1}}}
         with pytest.raises(
-            SimulationError, match=r"weight of 'linux' \(-1\) must be a number >= 0"
+            SimulationError, match=r"weight of 'linux-x86_64' \(-1\) must be a number >= 0"
         ):
             make_population(5, seed=1, model=bad)
         with pytest.raises(SimulationError, match=r"errors_share \(2\) must be in \[0, 1\]"):
@@ -161,8 +164,10 @@ class TestClientPath:
             assert report.period == "2026-W10"
 
     def test_generator_noise_is_reproducible(self) -> None:
-        """A seeded noise Generator repeats the plaintexts exactly; the CSPRNG does not."""
-        population = make_population(40, seed=9, periods=("2026-W10",))
+        """A seeded noise Generator repeats the plaintexts exactly; the CSPRNG does not (v1:
+        fresh instantaneous noise; v2's epoch responses are frozen and need no noise source)."""
+        v1 = known_schemas()[0]
+        population = make_population(40, seed=9, periods=("2026-W10",), schema=v1)
         a = list(population.reports(GeneratorSource(np.random.default_rng(1))))
         b = list(population.reports(GeneratorSource(np.random.default_rng(1))))
         c = list(population.reports())

@@ -238,7 +238,7 @@ class TestRecordOn:
         assert document == {
             "v": 1,
             "period": "2026-W48",
-            "schema_version": 1,
+            "schema_version": 2,
             "usage": {
                 "since": "2026-11-24T11:00:00Z",
                 "commands": {"status": 1},
