@@ -289,5 +289,5 @@ def loss_for(
     """:func:`exact_loss` of one field's real channel under ``scheme`` for two histories."""
     if len(history_a) != len(history_b):
         raise ParameterError("the two histories must have the same length")
-    channel = field_channel(randomizer)
+    channel = field_channel(randomizer)  # type: ignore[arg-type]  # randomizers are frozen
     return exact_loss(channel, scheme(history_a), scheme(history_b))

@@ -51,6 +51,7 @@ from ldp.errors import (
 )
 from ldp.report import MAX_REPORT_BYTES, decode_report, parse_period
 from ldp.schema import FieldSpec, Schema, canonical_dumps, known_schemas
+from server_agg.marginals import platform_marginals
 
 if TYPE_CHECKING:
     import numpy as np
@@ -1064,6 +1065,8 @@ class FieldResult:
     spec: FieldSpec
     estimate: FrequencyEstimate
     support: tuple[int, ...]
+    #: For a marginal derived from another field (v2's os and arch): that field's name.
+    derived_from: str | None = None
 
     @property
     def name(self) -> str:
@@ -1210,7 +1213,13 @@ def finalize(
             estimate = spec.randomizer().estimate_from_support(
                 support, group.n, consistency=consistency, labels=spec.domain
             )
-            results.append(FieldResult(spec, estimate, tuple(int(x) for x in support)))
+            cells = tuple(int(x) for x in support)
+            results.append(FieldResult(spec, estimate, cells))
+            # v2's joint platform field also answers the one-dimensional questions.
+            for derived in platform_marginals(spec, estimate):
+                results.append(
+                    FieldResult(derived.spec, derived.estimate, derived.support(cells), spec.name)
+                )
         privacy = kind_privacy(schema, key.kind, group.n, delta)
         groups.append(
             GroupResult(key.schema_id, key.kind, key.period, group.n, tuple(results), privacy)

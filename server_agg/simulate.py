@@ -30,6 +30,7 @@ from ldp.epochs import epoch_index, epoch_offset, week_index
 from ldp.report import build_report, iso_period, period_start
 from ldp.sampling import SYSTEM, RandomSource
 from ldp.schema import Schema, shipped_schema
+from server_agg.marginals import DERIVED_FROM, groups_of
 
 if TYPE_CHECKING:
     import httpx
@@ -267,6 +268,12 @@ class Population:
                             counts[i] += weight
                     n = max(len(rows), 1)
                     out[(kind.name, period, spec.name)] = [c / n for c in counts]
+                    if spec.name == DERIVED_FROM:  # the analyzer's os and arch marginals
+                        for part, name in enumerate(("os", "arch")):
+                            out[(kind.name, period, name)] = [
+                                sum(counts[i] for i in group) / n
+                                for group in groups_of(spec.domain, part).values()
+                            ]
         return out
 
     def reports(self, rand: RandomSource = SYSTEM) -> Iterator[bytes]:

@@ -555,6 +555,8 @@ class TestFinalize:
         for group in result.groups:
             support = counts.groups[agg.GroupKey(group.schema_id, group.kind, group.period)]
             for fr in group.fields:
+                if fr.derived_from is not None:
+                    continue  # os and arch marginals: tests/test_marginals.py
                 expected = fr.spec.randomizer().estimate_from_support(
                     support.support[fr.name], group.n, consistency="clip", labels=fr.spec.domain
                 )

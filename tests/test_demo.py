@@ -32,7 +32,8 @@ class TestDemo:
         assert "CI covers the truth for" in result.output  # per-field lines of the tables
         report = tmp_path / "demo-report.html"
         assert report.is_file()
-        assert report.read_text().count('class="field-chart"') == 6
+        # v2: cli_version, platform (+ its os and arch marginals), command, modules; errors.
+        assert report.read_text().count('class="field-chart"') == 7
         assert os.listdir(tmp_path / "tmp") == []  # keys and store were removed
 
     def test_run_demo_result(self, tmp_path: Path) -> None:
@@ -44,13 +45,15 @@ class TestDemo:
         assert demo.collector_exit in (0, -15)
         assert {c.field for c in demo.coverage} == {
             "cli_version",
+            "platform",
             "os",
             "arch",
             "command",
             "modules",
             "error_category",
         }
-        assert sum(c.values for c in demo.coverage) == 56
+        # 10 + 13 platform pairs + 5 os + 7 arch + 14 + 8 + 11 values.
+        assert sum(c.values for c in demo.coverage) == 68
         assert coverage(demo.result, demo.population.truth()) == list(demo.coverage)
         assert any(line.startswith("demo finished in") for line in lines)
 

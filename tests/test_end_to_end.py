@@ -123,7 +123,7 @@ class TestThroughCollector:
         html_path = tmp_path / "report.html"
         html_out = runner.invoke(app, [*base, "--format", "html", "--out", str(html_path)])
         assert html_out.exit_code == 0, html_out.output
-        assert html_path.read_text().count('class="field-chart"') == 6
+        assert html_path.read_text().count('class="field-chart"') == 7
 
         table = runner.invoke(app, base)
         assert table.exit_code == 0, table.output

@@ -110,5 +110,5 @@ class TestReadme:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         assert proc.returncode == 0, stderr
-        for field in ("cli_version", "os", "arch", "command", "modules"):
+        for field in ("cli_version", "platform", "os", "arch", "command", "modules"):
             assert field in stdout
