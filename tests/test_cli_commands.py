@@ -61,7 +61,7 @@ class TestEnable:
         assert paths.secret_file.stat().st_mode & 0o777 == 0o600
         consent = read_consent(paths.consent_file).consent
         assert consent is not None and consent.usage.enabled and not consent.errors.enabled
-        assert consent.schema_id == shipped_schema().id and consent.policy_version == "1"
+        assert consent.schema_id == shipped_schema().id and consent.policy_version == "2"
         status = run_json("status")
         assert status["usage"]["on"] and not status["errors"]["on"]
 

@@ -29,7 +29,8 @@ from cli.endpoint import load_defaults
 from cli.state import APP_NAME, SUBDIR
 from cli.telemetry import app as telemetry_app
 from ldp.amplification import central_epsilon
-from ldp.budget import lifetime_worst_case, per_report_epsilon
+from ldp.budget import per_report_epsilon, year_budget
+from ldp.epochs import epochs_touched
 from ldp.schema import shipped_schema
 
 REPO = Path(__file__).resolve().parent.parent
@@ -144,7 +145,9 @@ class TestPrivacyPolicy:
 
     def test_schema_id(self) -> None:
         """The schema id quoted at the top is the shipped schema's."""
-        assert f"- Schema: 20i v1 (`{shipped_schema().id}`)" in self.text.splitlines()[3]
+        schema = shipped_schema()
+        line = f"- Schema: 20i v{schema.version} (`{schema.id}`)"
+        assert line in self.text.splitlines()[3]
 
     def test_collected_fields_and_values(self) -> None:
         """The collected-fields table names every usage field and lists its values exactly."""
@@ -157,55 +160,56 @@ class TestPrivacyPolicy:
         assert f"({', '.join(errors.domain)})" in _flat(self.text)
 
     def test_epsilon_table(self) -> None:
-        """Each field's epsilons and odds factors e^epsilon are the randomizers' achieved ones."""
+        """Each field's epsilon per epoch, odds factor, epoch and yearly bound are the library's."""
         expected = []
-        for kind in shipped_schema().kinds:
-            for spec in kind.fields:
-                r = spec.randomizer()
-                expected.append(
-                    [
-                        f"`{spec.name}`",
-                        str(spec.epsilon_1),
-                        f"{math.exp(r.epsilon_1):.2f}",
-                        str(spec.epsilon_perm),
-                        f"{math.exp(r.epsilon_perm):.2f}",
-                    ]
-                )
+        for spec in shipped_schema().fields:
+            r = spec.randomizer()
+            assert spec.epoch_weeks is not None
+            expected.append(
+                [
+                    f"`{spec.name}`",
+                    str(spec.epsilon_perm),
+                    f"{math.exp(r.epsilon_perm):.2f}",
+                    str(spec.epoch_weeks),
+                    str(epochs_touched(spec.epoch_weeks)),
+                    f"{spec.year_bound():.4g}",
+                ]
+            )
         rows = _table_rows(_section(self.text, "What the epsilons mean"))
         assert rows == expected
 
     def test_budget_sentences(self) -> None:
-        """Per-report and lifetime worst-case epsilons quoted are those of ldp.budget."""
+        """Per-report and yearly epsilons quoted are those of ldp.budget."""
         schema = shipped_schema()
         usage, errors = schema.kind("usage"), schema.kind("errors")
+        year = year_budget(schema)
         section = _flat(_section(self.text, "What the epsilons mean"))
-        assert f"costs epsilon {per_report_epsilon(usage):.1f} in total" in section
-        assert f"one errors report costs {per_report_epsilon(errors):.1f}" in section
+        assert f"costs epsilon {per_report_epsilon(usage):.4g} at most" in section
+        assert f"one errors report costs {per_report_epsilon(errors):.4g} at most" in section
         assert (
-            f"is {lifetime_worst_case(usage):.0f} for usage and"
-            f" {lifetime_worst_case(errors):.0f} for errors" in section
+            f"reveal at most epsilon {year.kind_bound('usage'):.4g}, of errors reports"
+            f" {year.kind_bound('errors'):.4g}, and of both together {year.total:.4g}" in section
         )
+        assert f"epsilon {year.total:.4g} at most for both kinds" in _flat(self.text)
 
     def test_worked_example(self) -> None:
-        """Every percentage in the os example is recomputed from the os field's randomizer."""
-        spec = shipped_schema().kind("usage").field("os")
+        """Every percentage in the platform example is recomputed from its randomizer."""
+        spec = shipped_schema().kind("usage").field("platform")
         oracle: Any = spec.randomizer()
         d, k = spec.d, oracle.k
-        e1, ep = math.exp(oracle.epsilon_1), math.exp(oracle.epsilon_perm)
+        e1 = math.exp(oracle.epsilon_1)
+        assert float(oracle.irr_keep) == 1.0  # frozen: every report repeats the epoch's answer
         expected = {
-            f"{100 * float(oracle.prr_include):.1f}%",  # the permanent pair holds your OS
-            f"{100 * float(oracle.irr_keep):.1f}%",  # a report repeats the permanent pair
-            f"{100 * oracle.p_star:.1f}%",  # a report contains your OS
-            f"{100 * oracle.q_star:.1f}%",  # ... or a given other OS
-            f"{100 * e1 / (1 + e1):.1f}%",  # posterior from an even prior, one report
-            f"{100 * ep / (1 + ep):.1f}%",  # ... and from every report of that value
+            f"{100 * oracle.p_star:.1f}%",  # the set contains your platform
+            f"{100 * oracle.q_star:.1f}%",  # ... or a given other platform
+            f"{100 * e1 / (1 + e1):.1f}%",  # posterior from an even prior, one epoch
             "95%",  # the confidence level of the accuracy sentence
         }
         section = _flat(_section(self.text, "How the noise works: an example"))
         assert set(re.findall(r"\d+(?:\.\d+)?%", section)) == expected
         assert f"There are {d} possible values" in section
         assert f"a set of {k} of the {d} values" in section
-        assert f"among the {math.comb(d, k)} possible pairs" in section
+        assert f"epoch* of {spec.epoch_weeks} weeks" in section
         # 95% half-width at n = 10,000 for a frequency near 1/2, in whole percentage points.
         width = 1.96 * math.sqrt(oracle.variance(10_000, 0.5))
         assert f"to within about {round(100 * width)} percentage points from 10,000" in section
