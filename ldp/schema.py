@@ -41,6 +41,7 @@ __all__ = [
     "ReportKind",
     "Schema",
     "canonical_dumps",
+    "collects_more",
     "known_schemas",
     "load_schema",
     "shipped_schema",
@@ -565,6 +566,34 @@ def load_schema(text: str | bytes) -> Schema:
                     "with the value without epochs; name another mechanism or add epoch_weeks"
                 )
     return schema
+
+
+def collects_more(old: Schema, new: Schema) -> tuple[str, ...]:
+    """What ``new`` collects beyond ``old``, in words (empty if nothing).
+
+    More is a new report kind or field, a new domain value, a larger epsilon per report, or a
+    larger yearly bound. Any of these needs fresh consent: a release that ships such a schema
+    must bump the policy version (tests/test_governance.py holds the two together), and the
+    client sends nothing under a consent given to an older policy version.
+    """
+    reasons: list[str] = []
+    for kind in new.kind_names:
+        if kind not in old.kind_names:
+            reasons.append(f"new report kind {kind!r}")
+    before = {spec.name: spec for spec in old.fields}
+    for spec in new.fields:
+        prev = before.get(spec.name)
+        if prev is None:
+            reasons.append(f"new field {spec.name!r}")
+            continue
+        added = [v for v in spec.domain if v not in prev.domain]
+        if added:
+            reasons.append(f"{spec.name}: new values {', '.join(added)}")
+        if spec.randomizer().epsilon_1 > prev.randomizer().epsilon_1 + 1e-9:
+            reasons.append(f"{spec.name}: larger epsilon per report")
+        if spec.year_bound() > prev.year_bound() + 1e-9:
+            reasons.append(f"{spec.name}: larger bound over any 52 weeks")
+    return tuple(reasons)
 
 
 #: Schema versions this library knows, oldest first; the last is the one the client sends.
