@@ -73,3 +73,29 @@ class TestMarginals:
                 high = m.estimate.raw[i] + 1.96 * m.estimate.std[i]
                 covered[j] += low <= true <= high
         assert np.all(np.abs(covered / runs - 0.95) < 4 * np.sqrt(0.95 * 0.05 / runs))
+
+
+class TestV1StillAggregates:
+    """v1 reports keep aggregating next to v2 ones, each under its own schema."""
+
+    def test_mixed_store(self) -> None:
+        """A mix of v1 and v2 reports gives one group per schema; v1 shows its own os and
+        arch, v2 its platform plus the derived marginals."""
+        from ldp.schema import known_schemas
+        from server_agg.aggregate import count_plaintexts, finalize
+        from server_agg.simulate import make_population
+
+        v1, v2 = known_schemas()
+        plain = []
+        for schema in (v1, v2):
+            population = make_population(300, seed=4, schema=schema, periods=("2026-W50",))
+            plain += list(population.reports())
+        result = finalize(count_plaintexts(plain))  # the default: every known schema
+        usage = {g.schema_id: g for g in result.groups if g.kind == "usage"}
+        assert set(usage) == {v1.id, v2.id}
+        old = [(f.name, f.derived_from) for f in usage[v1.id].fields]
+        new = [(f.name, f.derived_from) for f in usage[v2.id].fields]
+        assert ("os", None) in old and ("arch", None) in old
+        assert ("platform", None) in new
+        assert ("os", "platform") in new and ("arch", "platform") in new
+        assert usage[v1.id].n == usage[v2.id].n == 300
