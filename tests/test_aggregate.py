@@ -612,6 +612,28 @@ class TestPrivacyCommand:
             assert f"({info.central.eps:.4g}, 1e-06)-DP" in result.output
             for spec in kind.fields:
                 assert spec.name in result.output
+            assert (
+                f"any 52 weeks, whatever the values do (proven bound): ε = {info.epsilon_year:.4g}"
+                in result.output
+            )
+        assert "do not collude" in result.output
+
+    def test_json_has_year_bounds_per_kind_and_total(self) -> None:
+        """--json gives per-kind and total bounds over any 52 weeks, equal to the fields' sum."""
+        from server_agg.app import app
+
+        result = CliRunner().invoke(app, ["privacy", "--json", "--n", "5000"])
+        assert result.exit_code == 0, result.output
+        doc = json.loads(result.stdout)
+        assert doc["schema"]["id"] == SCHEMA.id
+        total = 0.0
+        for kind in SCHEMA.kinds:
+            bound = sum(spec.year_bound() for spec in kind.fields)
+            assert doc["kinds"][kind.name]["year"] == pytest.approx(bound)
+            assert doc["year"]["kinds"][kind.name] == pytest.approx(bound)
+            total += bound
+        assert doc["year"]["total"] == pytest.approx(total) and total <= 20.0
+        assert "do not collude" in doc["central_assumption"]
 
     def test_bad_delta_is_one_line_error(self) -> None:
         """A delta outside (0, 1) is one error line and exit code 1."""
