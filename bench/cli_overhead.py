@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.results import machine_line, write_section  # noqa: E402  # needs ROOT on the path
-from cli import tracking  # noqa: E402
-from cli.consent import NO_CONSENT, shipped_policy_version, write_consent  # noqa: E402
-from cli.state import Paths  # noqa: E402
+from twentyi_telemetry import tracking  # noqa: E402
+from twentyi_telemetry.consent import NO_CONSENT, shipped_policy_version, write_consent  # noqa: E402
+from twentyi_telemetry.state import Paths  # noqa: E402
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
@@ -78,14 +78,14 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float
 COLD = """
 import time, typer  # a host has imported typer before it records anything
 started = time.perf_counter()
-from cli import tracking
+from twentyi_telemetry import tracking
 tracking.record("status", modules=["docker"], version="1.4.2")
 print(time.perf_counter() - started)
 """
 
 
 def cold_record(env: dict[str, str], cwd: Path) -> float:
-    """Seconds a fresh process spends importing cli.tracking and recording one command."""
+    """Seconds a fresh process spends importing twentyi_telemetry and recording one command."""
     result = subprocess.run(
         [sys.executable, "-c", COLD], env=env, cwd=cwd, capture_output=True, text=True, check=True
     )
@@ -180,7 +180,7 @@ of the paired differences (each "on" run minus the "off" run just before it) is
 {(cpu_med["on"] - cpu_med["off"]) * 1e3:+.1f} ms.
 
 Measured without the host around it, in a fresh process that has imported typer: importing
-`cli.tracking` and recording one command takes **{cold_med["off"] * 1e3:.1f} ms** with
+`twentyi_telemetry.tracking` and recording one command takes **{cold_med["off"] * 1e3:.1f} ms** with
 telemetry off (mostly importing `platformdirs`) and **{cold_med["on"] * 1e3:.1f} ms** with it on
 (median of {args.runs}): telemetry on adds {(cold_med["on"] - cold_med["off"]) * 1e3:.1f} ms to a
 host command. With imports warm, one `tracking.record` call costs {record_off * 1e6:.0f} us

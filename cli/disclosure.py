@@ -16,11 +16,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from cli.compose import compose_reports
-from cli.consent import decide
 from cli.endpoint import resolve
-from cli.errors import StateError
-from cli.state import SECRET_BYTES, Paths, load_secret
-from cli.tally import iso_period, read_tally
+from twentyi_telemetry.consent import decide
+from twentyi_telemetry.errors import StateError
+from twentyi_telemetry.state import SECRET_BYTES, Paths, load_secret
+from twentyi_telemetry.tally import iso_period, read_tally
 
 if TYPE_CHECKING:
     from ldp.schema import Schema

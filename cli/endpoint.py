@@ -17,8 +17,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cli.errors import ConfigError
-from cli.state import Paths, read_small
+from twentyi_telemetry.errors import ConfigError
+from twentyi_telemetry.state import Paths, read_small
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -37,11 +37,16 @@ _CONFIG_KEYS = frozenset({"endpoint", "public_key"})
 
 
 def load_defaults() -> dict[str, Any]:
-    """The distribution defaults (``cli/data/defaults.json``): endpoint, key, policy version."""
-    text = resources.files("cli").joinpath("data/defaults.json").read_text(encoding="utf-8")
+    """The distribution defaults (``twentyi_telemetry/data/defaults.json``): endpoint, key,
+    policy version."""
+    text = (
+        resources.files("twentyi_telemetry")
+        .joinpath("data/defaults.json")
+        .read_text(encoding="utf-8")
+    )
     defaults = json.loads(text)
     if not isinstance(defaults, dict):  # pragma: no cover - package data is ours
-        raise ConfigError("cli/data/defaults.json must hold a JSON object")
+        raise ConfigError("twentyi_telemetry/data/defaults.json must hold a JSON object")
     return defaults
 
 

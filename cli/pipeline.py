@@ -1,8 +1,9 @@
 """The period roll-over: turn a finished period's tally into sealed reports and start the sender.
 
-``cli.tracking`` calls :func:`maybe_roll_over` on every host command while telemetry is on,
-holding the tally lock. Usually it only checks that the tally is current and that the spool is
-empty. At the first command after a period (ISO week, UTC) ends, it builds that period's
+``twentyi_telemetry.tracking`` calls :func:`maybe_roll_over` on every host command while
+telemetry is on, holding the tally lock. Usually it only checks that the tally is current and
+that the spool is empty. At the first command after a period (ISO week, UTC) ends, it builds that
+period's
 reports from the tally, seals them to the analyzer key, spools them, records their memo keys in
 the ledger (digests only) and clears the tally; whenever spooled reports are due it starts the
 detached sender (:mod:`cli.sender`), or, with ``TWENTYI_TELEMETRY_DEBUG=1``, prints them to
@@ -36,8 +37,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from cli.consent import Decision
-from cli.state import (
+from twentyi_telemetry.consent import Decision
+from twentyi_telemetry.state import (
     Paths,
     count_spooled,
     ensure_dir,
@@ -45,7 +46,7 @@ from cli.state import (
     read_small,
     write_atomic,
 )
-from cli.tally import Tally, clear_tally, iso_period, read_tally
+from twentyi_telemetry.tally import Tally, clear_tally, iso_period, read_tally
 
 if TYPE_CHECKING:
     from ldp.budget import Ledger
@@ -84,8 +85,9 @@ def maybe_roll_over(
 ) -> None:
     """Roll a finished period over into the spool, then start the sender if reports are due.
 
-    Called by ``cli.tracking`` with the tally lock held. ``env`` (default ``os.environ``),
-    ``spawn`` (default ``cli.sender.spawn``), ``rand`` (default the OS CSPRNG) and ``stderr``
+    Called by ``twentyi_telemetry.tracking`` with the tally lock held. ``env`` (default
+    ``os.environ``), ``spawn`` (default ``cli.sender.spawn``), ``rand`` (default the OS CSPRNG)
+    and ``stderr``
     (for ``TWENTYI_TELEMETRY_DEBUG``) are parameters for tests. Never raises.
     """
     env = os.environ if env is None else env
@@ -278,9 +280,9 @@ def start_sender(
 def _print_debug(paths: Paths, env: Mapping[str, str], names: list[str], out: TextIO) -> None:
     """What the sender would post now, in plaintext, exactly as sealed; nothing is sent."""
     from cli import spool
-    from cli.consent import decide
     from cli.endpoint import resolve
     from cli.sender import ENV_DEBUG, reports_url, select
+    from twentyi_telemetry.consent import decide
 
     destination = resolve(paths, env)
     entries = []

@@ -26,9 +26,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from cli import spool
-from cli.consent import SOURCE_CONSENT, Decision, decide, env_override, format_time, parse_time
 from cli.spool import SpoolEntry
-from cli.state import Paths, ensure_dir, read_small, write_atomic
+from twentyi_telemetry.consent import (
+    SOURCE_CONSENT,
+    Decision,
+    decide,
+    env_override,
+    format_time,
+    parse_time,
+)
+from twentyi_telemetry.state import Paths, ensure_dir, read_small, write_atomic
 
 if TYPE_CHECKING:
     import httpx

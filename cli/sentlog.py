@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.consent import format_time, parse_time
-from cli.errors import StateError
+from twentyi_telemetry.consent import format_time, parse_time
+from twentyi_telemetry.errors import StateError
 
 __all__ = ["MAX_LOG_BYTES", "SentLog", "SentReport", "encode_entry", "read_sent_log"]
 

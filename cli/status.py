@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cli.consent import KINDS, Consent, Decision, decide, shipped_policy_version
 from cli.endpoint import Destination, resolve
 from cli.spool import MAX_AGE, MAX_REPORTS
-from cli.state import Paths, count_spooled
+from twentyi_telemetry.consent import KINDS, Consent, Decision, decide, shipped_policy_version
+from twentyi_telemetry.state import Paths, count_spooled
 
 __all__ = ["STATUS_FORMAT", "delivery", "render_status", "status_document"]
 

@@ -1,7 +1,8 @@
 """``20i telemetry``: the commands users run to see and control telemetry.
 
-Thin on purpose: each command parses its options, calls one function of ``cli.consent``,
-``cli.status``, ``cli.disclosure``, ``cli.sentlog`` or ``cli.state``, and echoes the result.
+Thin on purpose: each command parses its options, calls one function of
+``twentyi_telemetry.consent``, ``cli.status``, ``cli.disclosure``, ``cli.sentlog`` or
+``twentyi_telemetry.state``, and echoes the result.
 Nothing here prompts, sends anything or makes a network call; ``disable`` sends nothing, not
 even a farewell. Errors become one line on stderr and a non-zero exit code.
 """
@@ -18,9 +19,16 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from cli.consent import NO_CONSENT, Consent, Kind, env_override, read_consent, write_consent
-from cli.errors import CliError, ConsentWriteError
-from cli.state import Paths, ensure_secret, purge
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    Kind,
+    env_override,
+    read_consent,
+    write_consent,
+)
+from twentyi_telemetry.errors import CliError, ConsentWriteError
+from twentyi_telemetry.state import Paths, ensure_secret, purge
 
 __all__ = ["app"]
 

@@ -15,7 +15,7 @@ import typer.main
 import typer.testing
 
 from cli.app import app
-from cli.state import Paths
+from twentyi_telemetry.state import Paths
 
 #: Every variable that can override the user's consent or destination.
 ENV_NAMES = (

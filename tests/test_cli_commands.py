@@ -18,18 +18,18 @@ import typer.testing
 from typer.testing import CliRunner
 
 from cli import status as status_module
-from cli import tracking
 from cli.app import app, main
 from cli.compose import compose, compose_reports, sample_count
-from cli.consent import read_consent
 from cli.sentlog import encode_entry
-from cli.state import SECRET_BYTES, Paths
-from cli.tally import ErrorsTally, Tally, UsageTally, read_tally
 from ldp.budget import Ledger, memo_digest, per_report_epsilon
 from ldp.report import decode_report
 from ldp.sampling import HmacSource
 from ldp.schema import shipped_schema
 from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
+from twentyi_telemetry import tracking
+from twentyi_telemetry.consent import read_consent
+from twentyi_telemetry.state import SECRET_BYTES, Paths
+from twentyi_telemetry.tally import ErrorsTally, Tally, UsageTally, read_tally
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("status", "enable", "disable", "info", "preview", "log", "policy")

@@ -14,13 +14,13 @@ import typer.main
 import typer.testing
 from typer.testing import CliRunner
 
-from cli import state as state_module
-from cli import tracking
 from cli.app import app, main
-from cli.state import Paths
-from cli.tally import read_tally
 from ldp.envelope import fingerprint, generate_keypair, public_key_to_text
 from tests.cli_support import ENV_NAMES, built_once_fixture, isolate  # noqa: F401 - fixtures
+from twentyi_telemetry import state as state_module
+from twentyi_telemetry import tracking
+from twentyi_telemetry.state import Paths
+from twentyi_telemetry.tally import read_tally
 
 EVERY_COMMAND = (
     ["enable"],

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import tracking
 from cli.app import app
-from cli.consent import NO_CONSENT, write_consent
 from cli.endpoint import load_defaults
 from cli.spool import MAX_REPORTS
-from cli.state import Paths, count_spooled
-from cli.tally import ErrorsTally, Tally, UsageTally, read_tally, write_tally
 from ldp.envelope import generate_keypair, public_key_to_text
 from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
+from twentyi_telemetry import tracking
+from twentyi_telemetry.consent import NO_CONSENT, write_consent
+from twentyi_telemetry.state import Paths, count_spooled
+from twentyi_telemetry.tally import ErrorsTally, Tally, UsageTally, read_tally, write_tally
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 2026-W49: week 2026-W48 of T0 has ended
@@ -69,7 +69,7 @@ def finished_tally() -> Tally:
 def expected(
     state: str, dnt: str | None, kill: str | None, ci: str | None
 ) -> tuple[str, bool, bool]:
-    """The rule of issue 5, written out independently of cli.consent."""
+    """The rule of issue 5, written out independently of twentyi_telemetry.consent."""
     if dnt is not None and dnt.strip().lower() not in {"", "0", "false", "no", "off"}:
         return ("DO_NOT_TRACK", False, False)
     if kill == "0":

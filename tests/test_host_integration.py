@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cli.consent import NO_CONSENT, shipped_policy_version, write_consent
-from cli.tally import Tally
+from twentyi_telemetry.consent import NO_CONSENT, shipped_policy_version, write_consent
+from twentyi_telemetry.tally import Tally
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 

@@ -17,14 +17,28 @@ import httpx
 import pytest
 
 from cli import pipeline, sender, spool
-from cli.consent import NO_CONSENT, Consent, Decision, decide, shipped_policy_version, write_consent
-from cli.state import Paths, load_secret
-from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
 from ldp.budget import memo_digest
 from ldp.envelope import generate_keypair, open_sealed, public_key_to_text
 from ldp.report import decode_report
 from ldp.sampling import SystemSource
 from ldp.schema import shipped_schema
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    Decision,
+    decide,
+    shipped_policy_version,
+    write_consent,
+)
+from twentyi_telemetry.state import Paths, load_secret
+from twentyi_telemetry.tally import (
+    ErrorsTally,
+    Tally,
+    UsageTally,
+    iso_period,
+    read_tally,
+    write_tally,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # Monday of 2026-W49
@@ -292,9 +306,9 @@ class TestHostPath:
         probe = (
             "import json, sys\n"
             "from datetime import UTC, datetime\n"
-            "from cli.consent import decide\n"
+            "from twentyi_telemetry.consent import decide\n"
             "from cli.pipeline import maybe_roll_over\n"
-            "from cli.state import Paths\n"
+            "from twentyi_telemetry.state import Paths\n"
             "paths = Paths(*map(__import__('pathlib').Path, sys.argv[1:4]))\n"
             "decision = decide({}, paths.consent_file)\n"
             "maybe_roll_over(paths=paths, decision=decision, now=datetime.now(UTC), env={})\n"

@@ -20,11 +20,17 @@ import httpx
 import pytest
 
 from cli import sender, spool
-from cli.consent import NO_CONSENT, Consent, decide, shipped_policy_version, write_consent
 from cli.endpoint import resolve
 from cli.sentlog import MAX_LOG_BYTES, read_sent_log
-from cli.state import Paths
 from ldp.envelope import generate_keypair, open_sealed, public_key_to_text
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    decide,
+    shipped_policy_version,
+    write_consent,
+)
+from twentyi_telemetry.state import Paths
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 

@@ -28,17 +28,24 @@ from typing import Any
 import pytest
 
 from cli import sender, spool
-from cli.consent import NO_CONSENT, decide, shipped_policy_version, write_consent
 from cli.pipeline import roll_over
 from cli.sentlog import read_sent_log
-from cli.state import Paths, load_secret
-from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
 from ldp.budget import memo_digest
 from ldp.envelope import open_sealed
 from ldp.report import decode_report, period_start
 from ldp.schema import shipped_schema
 from server_agg.keys import generate, load_private
 from server_agg.store import Store
+from twentyi_telemetry.consent import NO_CONSENT, decide, shipped_policy_version, write_consent
+from twentyi_telemetry.state import Paths, load_secret
+from twentyi_telemetry.tally import (
+    ErrorsTally,
+    Tally,
+    UsageTally,
+    iso_period,
+    read_tally,
+    write_tally,
+)
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 

@@ -1,4 +1,4 @@
-"""Tests for cli.tracking and cli.tally: host integration, the period tally and its seam."""
+"""Tests for twentyi_telemetry.tracking and .tally: host integration, the period tally."""
 
 from __future__ import annotations
 
@@ -14,17 +14,24 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli import consent as consent_module
-from cli import sender, tracking
-from cli import state as state_module
-from cli.consent import NO_CONSENT, Consent, decide, shipped_policy_version, write_consent
-from cli.state import Paths, count_spooled
-from cli.tally import Tally, locked, read_tally, shipped_domains
-from cli.tally import iso_period as tally_iso_period
+from cli import sender
 from ldp.envelope import generate_keypair, public_key_to_text
 from ldp.report import iso_period as report_iso_period
 from ldp.schema import shipped_schema
 from ldp.values import version_bucket
+from twentyi_telemetry import consent as consent_module
+from twentyi_telemetry import state as state_module
+from twentyi_telemetry import tracking
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    decide,
+    shipped_policy_version,
+    write_consent,
+)
+from twentyi_telemetry.state import Paths, count_spooled
+from twentyi_telemetry.tally import Tally, locked, read_tally, shipped_domains
+from twentyi_telemetry.tally import iso_period as tally_iso_period
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday, week 2026-W48
 QUIET: dict[str, str] = {}
@@ -51,7 +58,7 @@ def all_files(root: Path) -> list[Path]:
 
 
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Log every small-file read made through cli.state.read_small, by any module."""
+    """Log every small-file read made through twentyi_telemetry.state.read_small, by any module."""
     reads: list[Path] = []
     real = state_module.read_small
 

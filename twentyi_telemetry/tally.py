@@ -1,7 +1,8 @@
 """The current period's tally: which commands ran, with which modules, and which errors.
 
-``cli.tracking`` adds to it from host commands while telemetry is on; the period roll-over
-(issue 6, ``cli.pipeline``) turns a finished period's tally into reports and clears it. It holds
+``twentyi_telemetry.tracking`` adds to it from host commands while telemetry is on; the period
+roll-over (issue 6, ``cli.pipeline``) turns a finished period's tally into reports and clears
+it. It holds
 only strings from the schema's domains (mapped on the way in, unknown -> ``other``) and counts,
 never arguments, paths or free text, and only what was recorded after the matching consent's
 as-of time. Host path: never imports numpy, httpx, cryptography, or ``ldp`` itself.
@@ -26,12 +27,11 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
-from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from cli.consent import format_time, parse_time
-from cli.state import ensure_dir, read_small
+from twentyi_telemetry.consent import format_time, parse_time
+from twentyi_telemetry.state import ensure_dir, read_small
 
 # Plain classes and a NamedTuple rather than dataclasses: a host command with telemetry on
 # imports this module, and a dataclass costs about a millisecond to build.
@@ -59,6 +59,8 @@ _LOCK_POLL_S = 0.005
 #: Bounds on what a tally may hold, so a corrupt or hostile file cannot grow without limit.
 _MAX_ENTRIES = 256
 _MAX_COUNT = 2**53
+#: The folder holding this package and its siblings ``ldp`` and ``cli``.
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 _VERSION = re.compile(r"\s*[vV]?(\d{1,9})\.(\d{1,9})(?!\d)", re.ASCII)
 
 
@@ -112,13 +114,12 @@ def shipped_domains() -> Domains:
     """The domains of ``ldp/data/schema-v1.json``, parsed as plain JSON.
 
     ``import ldp`` costs tens of milliseconds (it loads the mechanisms), too much for every
-    host command, so the file is located with ``find_spec`` (which does not run the package)
-    and only read. The report builder re-validates everything with ``ldp.schema``.
+    host command, so the file is only read. It is located next to this package (the wheel
+    installs ``ldp`` beside ``twentyi_telemetry``), never through the import system: a host
+    with a module of its own named ``ldp`` must not change what is counted. The report
+    builder re-validates everything with ``ldp.schema``.
     """
-    spec = importlib_util.find_spec("ldp")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the ldp package is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "schema-v1.json"
+    path = _PACKAGE_ROOT / "ldp" / "data" / "schema-v1.json"
     document = json.loads(path.read_bytes())
     fields: dict[str, tuple[str, ...]] = {}
     for kind in document["kinds"]:

@@ -18,13 +18,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cli.environment import env_override
-from cli.state import Paths, read_small
+from twentyi_telemetry.environment import env_override
+from twentyi_telemetry.state import Paths, read_small
 
 if TYPE_CHECKING:
     import typer
 
-    from cli.consent import Decision
+    from twentyi_telemetry.consent import Decision
 
 __all__ = ["default_error_category", "instrument", "record"]
 
@@ -79,9 +79,10 @@ def _record(
 def _may_be_on(paths: Paths) -> bool:
     """False if the consent file certainly does not enable anything (the common case).
 
-    A cheap pre-check so the off path imports nothing but this module, ``cli.environment``
-    and ``cli.state``: it only looks for an ``"enabled": true``. When it says "maybe", the
-    full, strict ``cli.consent.decide`` runs and has the final word.
+    A cheap pre-check so the off path imports nothing but this module,
+    ``twentyi_telemetry.environment`` and ``twentyi_telemetry.state``: it only looks for an
+    ``"enabled": true``. When it says "maybe", the full, strict
+    ``twentyi_telemetry.consent.decide`` runs and has the final word.
     """
     try:
         document = json.loads(read_small(paths.consent_file))
@@ -104,8 +105,8 @@ def _record_on(
     paths: Paths,
     now: datetime | None,
 ) -> None:
-    from cli.consent import decide
-    from cli.tally import (
+    from twentyi_telemetry.consent import decide
+    from twentyi_telemetry.tally import (
         ErrorsTally,
         Tally,
         UsageTally,
@@ -164,8 +165,8 @@ def _roll_over(paths: Paths, decision: Decision, now: datetime, env: Mapping[str
 
     Called on every recorded host command while telemetry is on, holding the tally lock and
     before this command is counted, so the pipeline may read and clear a finished period's
-    tally (``cli.tally.read_tally`` / ``clear_tally``), spool its reports and start the
-    detached sender. ``env`` is the environment ``record`` decided with, so the pipeline
+    tally (``twentyi_telemetry.tally.read_tally`` / ``clear_tally``), spool its reports and start
+    the detached sender. ``env`` is the environment ``record`` decided with, so the pipeline
     resolves the endpoint and key, and the sender starts, from the same one. It must return
     promptly and never wait on the network. Whatever it raises is swallowed here, so the
     command is still counted.

@@ -12,7 +12,7 @@ import os
 import stat
 from pathlib import Path
 
-from cli.errors import StateError
+from twentyi_telemetry.errors import StateError
 
 __all__ = [
     "APP_NAME",
@@ -101,7 +101,7 @@ class Paths:
 
     @property
     def tally_file(self) -> Path:
-        """The current period's tally (``cli.tally``)."""
+        """The current period's tally (``twentyi_telemetry.tally``)."""
         return self.state_dir / "tally.json"
 
     @property
