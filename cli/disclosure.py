@@ -20,7 +20,7 @@ from cli.endpoint import resolve
 from twentyi_telemetry.consent import decide
 from twentyi_telemetry.errors import StateError
 from twentyi_telemetry.state import SECRET_BYTES, Paths, load_secret
-from twentyi_telemetry.tally import iso_period, read_tally
+from twentyi_telemetry.tally import current_tally, iso_period, journal_periods
 
 if TYPE_CHECKING:
     from ldp.schema import Schema
@@ -153,9 +153,19 @@ def preview_document(paths: Paths, env: Mapping[str, str], now: datetime) -> dic
     notes: list[str] = []
     if not decision.any_on:
         notes.append(f"telemetry is off ({decision.source}): no report would be produced")
-    tally = read_tally(paths.tally_file)
-    if tally is not None and tally.period != period:
-        notes.append(f"the tally is for {tally.period}; it is reported at the next command")
+    consent = decision.consent_file.consent if decision.consent_file is not None else None
+    tally = current_tally(
+        paths.state_dir,
+        period,
+        consent.usage.as_of if consent is not None and decision.usage else None,
+        consent.errors.as_of if consent is not None and decision.errors else None,
+    )
+    waiting = [p for p in journal_periods(paths.state_dir) if p < period]
+    if decision.any_on and waiting:
+        notes.append(
+            f"{', '.join(waiting)} ended and will be reported by the background worker"
+            " that the next command starts"
+        )
     try:
         secret = load_secret(paths)
     except StateError as exc:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -170,16 +171,36 @@ def disable(
         write_consent(paths.consent_file, consent)
         typer.echo(f"wrote {paths.consent_file}")
     except ConsentWriteError as exc:
-        failure = exc  # still purge below, then report it
-    if purge_files:
-        removed = purge(paths)
-        for path in removed:
-            typer.echo(f"removed {path}")
-        if not removed:
-            typer.echo("no local telemetry files to remove")
+        failure = exc  # still stop the worker and purge below, then report it
+    from cli.sender import stop_and_lock
+
+    # A worker that is sending right now is stopped, and none can start sending until we
+    # are done: nothing is sent, and no file comes back, once this command returns.
+    with stop_and_lock(paths, os.environ):
+        removed = purge(paths) if purge_files else _drop_spooled(paths, kinds)
+    for path in removed:
+        typer.echo(f"removed {path}")
+    if purge_files and not removed:
+        typer.echo("no local telemetry files to remove")
     if failure is not None:
         raise failure
     typer.echo("Error reports are off." if errors else "Telemetry is off. Nothing was sent.")
+
+
+def _drop_spooled(paths: Paths, kinds: tuple[Kind, ...]) -> list[Path]:
+    """Delete the spooled reports of the kinds just turned off: they will never be sent."""
+    from cli import spool
+
+    removed = []
+    for name in spool.spool_names(paths):
+        path = paths.spool_dir / name
+        try:
+            kind = spool.load(path).kind
+        except (OSError, ValueError):
+            continue
+        if kind in kinds and spool.remove(path):
+            removed.append(path)
+    return removed
 
 
 @app.command()

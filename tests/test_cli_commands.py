@@ -29,7 +29,14 @@ from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # no
 from twentyi_telemetry import tracking
 from twentyi_telemetry.consent import read_consent
 from twentyi_telemetry.state import SECRET_BYTES, Paths
-from twentyi_telemetry.tally import ErrorsTally, Tally, UsageTally, read_tally
+from twentyi_telemetry.tally import (
+    ErrorsTally,
+    Tally,
+    UsageTally,
+    iso_period,
+    journal_file,
+    journal_periods,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 COMMANDS = ("status", "enable", "disable", "info", "preview", "log", "policy")
@@ -140,7 +147,8 @@ class TestDisable:
         (paths.spool_dir / "r1.sealed").write_bytes(b"sealed")
         paths.sent_log.write_bytes(b"{}\n")
         before = set(snapshot(paths.state_dir)) | set(snapshot(paths.cache_dir))
-        assert {str(paths.tally_file), str(paths.secret_file), str(paths.ledger_file)} <= before
+        journal = journal_file(paths.state_dir, iso_period(datetime.now(UTC)))
+        assert {str(journal), str(paths.secret_file), str(paths.ledger_file)} <= before
         result = run("disable", "--purge")
         assert result.exit_code == 0
         removed = {
@@ -150,6 +158,8 @@ class TestDisable:
         }
         assert removed == before
         assert not paths.state_dir.exists() and not paths.cache_dir.exists()
+        # no empty folder survives either: our `20i` folders in the state and cache dirs go too
+        assert not paths.state_dir.parent.exists() and not paths.cache_dir.parent.exists()
         assert read_consent(paths.consent_file).consent is not None  # the opt-out stays
 
     def test_purge_with_nothing(self, paths: Paths) -> None:
@@ -445,4 +455,4 @@ class TestNotCounted:
         run("enable")
         for command in ("status", "info", "preview", "log", "policy"):
             run(command)
-        assert read_tally(paths.tally_file) is None
+        assert journal_periods(paths.state_dir) == {}

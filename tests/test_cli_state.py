@@ -16,11 +16,15 @@ from typer.testing import CliRunner
 
 from cli.app import app, main
 from ldp.envelope import fingerprint, generate_keypair, public_key_to_text
-from tests.cli_support import ENV_NAMES, built_once_fixture, isolate  # noqa: F401 - fixtures
+from tests.cli_support import (  # noqa: F401 - fixtures
+    ENV_NAMES,
+    built_once_fixture,
+    isolate,
+    journal_tally,
+)
 from twentyi_telemetry import state as state_module
 from twentyi_telemetry import tracking
 from twentyi_telemetry.state import Paths
-from twentyi_telemetry.tally import read_tally
 
 EVERY_COMMAND = (
     ["enable"],
@@ -68,7 +72,7 @@ class TestStateLocation:
         for args in EVERY_COMMAND[:2]:
             assert run(*args).exit_code == 0
         tracking.record("up", modules=["docker"], version="1.4.0")
-        assert read_tally(Paths.default().tally_file) is not None
+        assert journal_tally(Paths.default()) is not None
         for args in EVERY_COMMAND[2:]:
             result = run(*args)
             assert result.exit_code == 0, (args, result.output)

@@ -14,11 +14,16 @@ from cli.app import app
 from cli.endpoint import load_defaults
 from cli.spool import MAX_REPORTS
 from ldp.envelope import generate_keypair, public_key_to_text
-from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
+from tests.cli_support import (  # noqa: F401 - fixtures
+    ENV_NAMES,
+    built_once_fixture,
+    journal_tally,
+    paths_fixture,
+)
 from twentyi_telemetry import tracking
 from twentyi_telemetry.consent import NO_CONSENT, write_consent
 from twentyi_telemetry.state import Paths, count_spooled
-from twentyi_telemetry.tally import ErrorsTally, Tally, UsageTally, read_tally, write_tally
+from twentyi_telemetry.tally import ErrorsTally, Tally, UsageTally, write_tally
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 2026-W49: week 2026-W48 of T0 has ended
@@ -251,7 +256,7 @@ class TestPolicyChanged:
         tracking.record("up", modules=["docker"], error="network", env=env, paths=paths, now=NOW)
         assert paths.tally_file.read_bytes() == before  # neither counted nor rolled over
         assert count_spooled(paths) == 0 and not paths.ledger_file.exists()
-        assert sorted(p.name for p in paths.state_dir.iterdir()) == ["tally.json"]
+        assert sorted(p.name for p in paths.state_dir.iterdir()) == ["tally.json"]  # no journal
         assert not paths.cache_dir.exists()
 
     def test_enable_accepts_the_new_policy(self, paths: Paths) -> None:
@@ -266,7 +271,7 @@ class TestPolicyChanged:
         assert as_of > T0
         assert document["consent_file"]["policy_version"] == CURRENT_POLICY
         tracking.record("up", env=dict(os.environ), paths=paths, now=datetime.now(UTC))
-        tally = read_tally(paths.tally_file)
+        tally = journal_tally(paths)
         assert tally is not None and tally.usage is not None
         assert tally.usage.commands == {"up": 1}
 

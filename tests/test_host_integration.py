@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from twentyi_telemetry.consent import NO_CONSENT, shipped_policy_version, write_consent
-from twentyi_telemetry.tally import Tally
+from twentyi_telemetry.tally import Tally, fold_journal
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
@@ -55,6 +55,8 @@ def environment(root: Path, scenario: str) -> dict[str, str]:
     if scenario != "off":
         consent = NO_CONSENT.decided("usage", True, T0, POLICY, None)
         write_consent(consent_file, consent.decided("errors", True, T0, POLICY, None))
+        if scenario not in {"state-unwritable", "config-unwritable"}:  # as `enable` leaves it
+            (dirs["state"] / "20i" / "telemetry").mkdir(parents=True)
     if scenario == "config-unwritable":
         # As root, chmod cannot stop us: a regular file where the config dir goes can.
         consent_file.unlink()
@@ -63,7 +65,6 @@ def environment(root: Path, scenario: str) -> dict[str, str]:
         env["XDG_CONFIG_HOME"] = str(blocker)
     elif scenario == "state-corrupt":
         state = dirs["state"] / "20i" / "telemetry"
-        state.mkdir(parents=True)
         (state / "tally.json").write_bytes(b"\x00{not a tally")
         (state / "secret").write_bytes(b"too short")
         (state / "ledger.json").write_text("[")
@@ -126,8 +127,10 @@ class TestHostIntegration:
         """With consent, the tally counts each command run and how it ended."""
         roots = outcomes["roots"]
         assert isinstance(roots, dict)
-        tally_file = roots["on"] / "state" / "20i" / "telemetry" / "tally.json"
-        tally = Tally.from_json(tally_file.read_bytes())
+        state = roots["on"] / "state" / "20i" / "telemetry"
+        [journal] = state.glob("journal-*.jsonl")
+        tally = Tally(journal.name[8:16], 1)
+        fold_journal(tally, journal.read_bytes(), T0, T0)
         assert tally.usage is not None and tally.errors is not None
         assert tally.usage.commands == {"up": 1, "status": 1, "down": 1}
         assert tally.usage.modules == ["docker", "git"] and tally.usage.cli_version == "1.4"

@@ -1,37 +1,40 @@
-"""The current period's tally: which commands ran, with which modules, and which errors.
+"""The period tally: which commands ran, with which modules, and which errors, per ISO week.
 
-``twentyi_telemetry.tracking`` adds to it from host commands while telemetry is on; the period
-roll-over (issue 6, ``cli.pipeline``) turns a finished period's tally into reports and clears
-it. It holds
-only strings from the schema's domains (mapped on the way in, unknown -> ``other``) and counts,
-never arguments, paths or free text, and only what was recorded after the matching consent's
-as-of time. Host path: never imports numpy, httpx, cryptography, or ``ldp`` itself.
+Host commands only ever *append* one line to the journal of the current period
+(``journal-2026-W48.jsonl`` in the state dir): one ``write`` of a short line to a file opened
+with ``O_APPEND``, which POSIX makes atomic between processes, so counting takes no lock, never
+waits on another command and cannot lose or tear a count, whatever the others do or however
+they crash. Only the detached worker (``cli.pipeline``, under the telemetry lock) reads
+journals back: it *claims* a finished period's journal by renaming it, folds its lines into a
+:class:`Tally`, reports it and deletes it. ``preview`` and ``status`` read the current one.
 
-File format (``tally.json`` in the state dir; JSON, version ``v`` = 1)::
+A line holds only strings already mapped into the schema's domains (unknown -> ``other``),
+never arguments, paths or free text, and the ``as_of`` of the consent it was counted under, so
+that only what was recorded under the consent in force is ever reported::
 
-    {"v": 1, "period": "2026-W48", "schema_version": 1,
-     "usage": {"since": "2026-11-24T09:00:00Z", "commands": {"up": 3, "other": 1},
-               "modules": ["docker"], "cli_version": "1.4"} | null,
-     "errors": {"since": "2026-11-24T09:00:00Z", "categories": {"none": 3, "network": 1}} | null}
+    {"e":{"a":"2026-11-24T09:00:00Z","x":"none"},
+     "u":{"a":"2026-11-24T09:00:00Z","c":"up","m":["docker"],"v":"1.4"}}
+
+``tally.json`` (:meth:`Tally.to_json`) is the single-file tally of earlier releases; the
+roll-over still reads it, so counts made before an upgrade are not lost. Host path: never
+imports numpy, httpx, cryptography, ``ldp`` or ``cli``.
 """
 
 # No `from __future__ import annotations` here, unlike elsewhere: typing.NamedTuple compiles
 # every string annotation into a ForwardRef, which cost a host command with telemetry on
 # several milliseconds of import time. Self-references are quoted instead.
 
-import contextlib
 import functools
 import json
 import os
 import re
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from twentyi_telemetry.consent import format_time, parse_time
-from twentyi_telemetry.state import ensure_dir, read_small
+from twentyi_telemetry.state import ensure_dir, open_regular, read_small
 
 # Plain classes and a NamedTuple rather than dataclasses: a host command with telemetry on
 # imports this module, and a dataclass costs about a millisecond to build.
@@ -41,11 +44,17 @@ __all__ = [
     "Domains",
     "ErrorsTally",
     "Tally",
-    "TallyBusyError",
     "UsageTally",
+    "append_entry",
     "clear_tally",
+    "current_tally",
+    "encode_entry",
+    "fold_journal",
     "iso_period",
-    "locked",
+    "journal_file",
+    "journal_periods",
+    "merge_legacy",
+    "read_journal",
     "read_tally",
     "shipped_domains",
     "write_tally",
@@ -53,9 +62,15 @@ __all__ = [
 
 TALLY_FORMAT = 1
 OTHER = "other"
-#: How long a host command may wait for another one's tally update, at most.
-LOCK_TIMEOUT_S = 0.2
-_LOCK_POLL_S = 0.005
+#: Journal files: ``journal-<period>.jsonl``; a claimed one (being rolled over) is renamed to
+#: ``journal-<period>.<random>.claimed``.
+JOURNAL_PREFIX = "journal-"
+JOURNAL_SUFFIX = ".jsonl"
+CLAIMED_SUFFIX = ".claimed"
+#: A journal stops growing past this size (about 150,000 commands in a week); the host then
+#: skips counting rather than fill the disk.
+MAX_JOURNAL_BYTES = 16 * 1024 * 1024
+_JOURNAL_NAME = re.compile(r"journal-(\d{4}-W\d{2})(?:\.jsonl|\.[0-9a-f]{16}\.claimed)", re.ASCII)
 #: Bounds on what a tally may hold, so a corrupt or hostile file cannot grow without limit.
 _MAX_ENTRIES = 256
 _MAX_COUNT = 2**53
@@ -287,7 +302,8 @@ class Tally:
 
 
 def read_tally(path: Path) -> Tally | None:
-    """The stored tally, or ``None`` if there is none or it is unusable (it is then replaced)."""
+    """The single-file tally of earlier releases (``tally.json``), or ``None`` if there is none
+    or it is unusable."""
     try:
         return Tally.from_json(read_small(path))
     except (OSError, ValueError):
@@ -295,55 +311,178 @@ def read_tally(path: Path) -> Tally | None:
 
 
 def write_tally(path: Path, tally: Tally) -> None:
-    """Rewrite the tally in place (mode 0600 when created); hold :func:`locked` while calling.
-
-    Not a temp file and rename, unlike every other file we write: on ext4, renaming over an
-    existing file forces its data to disk (``auto_da_alloc``), several milliseconds on every
-    host command. Writers hold the tally lock, so they never interleave; a crash mid-write
-    leaves a torn file, which reads as no tally: a lost count, nothing worse.
-    """
-    data = tally.to_json()
+    """Write a single-file tally (the format of earlier releases; tests use it to stage one)."""
     ensure_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o600)
+    fd = open_regular(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600, follow=False)
     with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.truncate()
+        handle.write(tally.to_json())
 
 
 def clear_tally(path: Path) -> None:
-    """Forget the tally (after a roll-over turned it into reports)."""
+    """Forget a single-file tally (after a roll-over turned it into reports)."""
     path.unlink(missing_ok=True)
 
 
-class TallyBusyError(OSError):
-    """Another process held the tally lock for longer than a host command may wait."""
+# --- the journal ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def locked(lock_path: Path, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``lock_path`` (POSIX ``flock``) while in the block.
+def journal_file(state_dir: Path, period: str) -> Path:
+    """Where host commands append what they count in ``period``."""
+    return state_dir / f"{JOURNAL_PREFIX}{period}{JOURNAL_SUFFIX}"
 
-    Polls without blocking and gives up with :class:`TallyBusyError` after ``timeout``
-    seconds, so a host command never hangs on a stuck peer. Where ``fcntl`` does not exist
-    (Windows) the block runs unlocked: a lost update there costs one count, nothing more.
+
+def journal_periods(state_dir: Path) -> dict[str, list[Path]]:
+    """Every journal file in ``state_dir`` (open or claimed), by period; regular files only."""
+    found: dict[str, list[Path]] = {}
+    try:
+        with os.scandir(state_dir) as entries:
+            for entry in entries:
+                match = _JOURNAL_NAME.fullmatch(entry.name)
+                if match and entry.is_file(follow_symlinks=False):
+                    found.setdefault(match[1], []).append(Path(entry.path))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    return {period: sorted(files) for period, files in sorted(found.items())}
+
+
+def encode_entry(
+    usage: tuple[str, str, list[str], str | None] | None,
+    errors: tuple[str, str] | None,
+) -> bytes:
+    """One journal line: ``usage`` is ``(as_of, command, modules, cli_version)`` and ``errors``
+    ``(as_of, category)``, every value already mapped into the schema's domains."""
+    document: dict[str, object] = {}
+    if usage is not None:
+        as_of, command, modules, version = usage
+        document["u"] = {"a": as_of, "c": command, "m": modules, "v": version}
+    if errors is not None:
+        document["e"] = {"a": errors[0], "x": errors[1]}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def append_entry(state_dir: Path, period: str, line: bytes) -> bool:
+    """Append one line to ``period``'s journal; True if this call created the journal (the
+    first command of a period here, when the host starts the worker).
+
+    Never creates the state dir: a missing one means telemetry was purged (or never enabled)
+    and raises ``FileNotFoundError``, so a command that was already counting while the user
+    ran ``disable --purge`` cannot bring the folder back. Never blocks, never follows a link.
     """
+    path = journal_file(state_dir, period)
+    flags = os.O_WRONLY | os.O_APPEND
+    created = False
     try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield
-        return
-    ensure_dir(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_regular(path, flags, follow=False)
+    except FileNotFoundError:
+        try:
+            fd = open_regular(path, flags | os.O_CREAT | os.O_EXCL, 0o600, follow=False)
+            created = True
+        except FileExistsError:  # another command created it a moment ago
+            fd = open_regular(path, flags, follow=False)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise TallyBusyError(f"{lock_path} is held by another process") from None
-                time.sleep(_LOCK_POLL_S)
-        yield
+        if os.fstat(fd).st_size + len(line) <= MAX_JOURNAL_BYTES:
+            # One write of a short line: with O_APPEND, concurrent appenders never interleave
+            # (POSIX). Windows' C runtime seeks then writes, so there two commands finishing in
+            # the same microsecond could overwrite one line; the reader skips a torn line.
+            os.write(fd, line)
     finally:
-        os.close(fd)  # closing releases the flock
+        os.close(fd)
+    return created
+
+
+def read_journal(path: Path) -> bytes:
+    """The bytes of one journal file (at most :data:`MAX_JOURNAL_BYTES`); never blocks."""
+    with os.fdopen(open_regular(path, follow=False), "rb") as handle:
+        return handle.read(MAX_JOURNAL_BYTES)
+
+
+def fold_journal(
+    tally: Tally,
+    data: bytes,
+    usage_as_of: datetime | None,
+    errors_as_of: datetime | None,
+    domains: Domains | None = None,
+) -> int:
+    """Add the journal lines in ``data`` to ``tally``; returns how many lines counted.
+
+    A kind's line counts only if it was recorded under the consent in force
+    (``usage_as_of`` / ``errors_as_of``; ``None``: that kind is off): nothing recorded before
+    the latest opt-in may ever be reported. Values are mapped into the domains again, so a
+    hand-edited journal cannot smuggle in anything else. Unreadable lines are skipped.
+    """
+    domains = shipped_domains() if domains is None else domains
+    usage_key = None if usage_as_of is None else format_time(usage_as_of)
+    errors_key = None if errors_as_of is None else format_time(errors_as_of)
+    counted = 0
+    for raw_line in data.split(b"\n"):
+        if not raw_line.strip():
+            continue
+        try:
+            line = json.loads(raw_line)
+        except ValueError:
+            continue
+        if not isinstance(line, dict):
+            continue
+        usage, errors = line.get("u"), line.get("e")
+        hit = False
+        if usage_as_of is not None and isinstance(usage, dict) and usage.get("a") == usage_key:
+            command, modules, version = usage.get("c"), usage.get("m"), usage.get("v")
+            if isinstance(command, str) and isinstance(modules, list):
+                if tally.usage is None:
+                    tally.usage = UsageTally(since=usage_as_of)
+                tally.usage.add(
+                    domains.command_value(command),
+                    domains.module_values(m for m in modules if isinstance(m, str)),
+                    domains.version_value(version) if isinstance(version, str) else None,
+                )
+                hit = True
+        if errors_as_of is not None and isinstance(errors, dict) and errors.get("a") == errors_key:
+            category = errors.get("x")
+            if isinstance(category, str):
+                if tally.errors is None:
+                    tally.errors = ErrorsTally(since=errors_as_of)
+                tally.errors.add(domains.error_value(category))
+                hit = True
+        counted += hit
+    return counted
+
+
+def current_tally(
+    state_dir: Path,
+    period: str,
+    usage_as_of: datetime | None,
+    errors_as_of: datetime | None,
+) -> Tally | None:
+    """What ``period`` has recorded so far under the consent in force (``None``: nothing)."""
+    tally = Tally(period, shipped_domains().schema_version)
+    for path in journal_periods(state_dir).get(period, []):
+        try:
+            fold_journal(tally, read_journal(path), usage_as_of, errors_as_of)
+        except OSError:
+            continue
+    legacy = read_tally(state_dir / "tally.json")
+    if legacy is not None and legacy.period == period:
+        merge_legacy(tally, legacy, usage_as_of, errors_as_of)
+    return None if tally.usage is None and tally.errors is None else tally
+
+
+def merge_legacy(
+    tally: Tally, legacy: Tally, usage_as_of: datetime | None, errors_as_of: datetime | None
+) -> None:
+    """Add a single-file tally of an earlier release, if recorded under the consent in force."""
+    if usage_as_of is not None and legacy.usage is not None and legacy.usage.since >= usage_as_of:
+        if tally.usage is None:
+            tally.usage = UsageTally(since=usage_as_of)
+        for command, count in legacy.usage.commands.items():
+            tally.usage.commands[command] = tally.usage.commands.get(command, 0) + count
+        tally.usage.modules = sorted(set(tally.usage.modules) | set(legacy.usage.modules))
+        tally.usage.cli_version = tally.usage.cli_version or legacy.usage.cli_version
+    if (
+        errors_as_of is not None
+        and legacy.errors is not None
+        and legacy.errors.since >= errors_as_of
+    ):
+        if tally.errors is None:
+            tally.errors = ErrorsTally(since=errors_as_of)
+        for category, count in legacy.errors.categories.items():
+            tally.errors.categories[category] = tally.errors.categories.get(category, 0) + count
