@@ -144,18 +144,12 @@ class Ledger:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - not POSIX: atomic rename still holds
-            yield
-            return
+        # filelock: flock on POSIX, LockFileEx on Windows; the kernel releases a dead holder's.
+        import filelock
+
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path.with_name(self._path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with filelock.FileLock(str(self._path.with_name(self._path.name + ".lock")), mode=0o600):
             yield
-        finally:
-            os.close(fd)
 
     def record(self, field: str, digest: str) -> bool:
         """Note that ``field`` used the memo key with this digest; True if it is new."""
