@@ -19,7 +19,7 @@ from cli.compose import compose_reports
 from cli.endpoint import resolve
 from twentyi_telemetry.consent import decide
 from twentyi_telemetry.errors import StateError
-from twentyi_telemetry.state import SECRET_BYTES, Paths, load_secret
+from twentyi_telemetry.state import SECRET_BYTES, Paths, load_secret, regular_or_absent
 from twentyi_telemetry.tally import current_tally, iso_period, journal_periods
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ def info_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
     kinds = []
     for kind in schema.kinds:
         try:
+            if not regular_or_absent(paths.ledger_file):  # a FIFO there would hang the read
+                raise OSError(f"{paths.ledger_file} is not a regular file")
             actual: float | None = ledger.actual_lifetime_epsilon(kind)
         except (DecodeError, OSError) as exc:
             actual, ledger_problem = None, str(exc)

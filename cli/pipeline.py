@@ -37,7 +37,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from twentyi_telemetry.consent import Decision
-from twentyi_telemetry.state import Paths, ensure_dir, ensure_secret, read_small, write_atomic
+from twentyi_telemetry.state import (
+    Paths,
+    ensure_dir,
+    ensure_secret,
+    read_small,
+    regular_or_absent,
+    write_atomic,
+)
 from twentyi_telemetry.tally import (
     CLAIMED_SUFFIX,
     JOURNAL_SUFFIX,
@@ -236,7 +243,8 @@ def _roll_over(
         # Digests only; a broken ledger file must not cost the report (it only over-counts
         # when it works, and `info` says when it does not).
         with contextlib.suppress(Exception):
-            _record_memo_keys(ledger, schema.kind(kind), values, secret)
+            if regular_or_absent(paths.ledger_file):  # a FIFO there would hang the ledger
+                _record_memo_keys(ledger, schema.kind(kind), values, secret)
         path = spool.add(
             paths,
             kind=kind,

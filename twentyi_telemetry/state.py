@@ -33,6 +33,7 @@ __all__ = [
     "open_regular",
     "purge",
     "read_small",
+    "regular_or_absent",
     "write_atomic",
 ]
 
@@ -187,6 +188,17 @@ def open_regular(
         os.close(fd)
         raise
     return fd
+
+
+def regular_or_absent(path: Path) -> bool:
+    """Nothing at ``path``, or a regular file (not a FIFO, socket, folder or symlink): what a
+    reader that cannot open it itself without blocking (``ldp.budget.Ledger``) checks first."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:

@@ -340,7 +340,7 @@ def journal_periods(state_dir: Path) -> dict[str, list[Path]]:
                 match = _JOURNAL_NAME.fullmatch(entry.name)
                 if match and entry.is_file(follow_symlinks=False):
                     found.setdefault(match[1], []).append(Path(entry.path))
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # no state folder, or something unusable there: no journal to read
         return {}
     return {period: sorted(files) for period, files in sorted(found.items())}
 
