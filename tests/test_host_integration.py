@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -175,3 +176,80 @@ class TestHostIntegration:
         )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+# --- removable, and never shadowed ----------------------------------------------------------
+
+#: Runs the host with our packages made impossible to import, as after `pip uninstall`.
+UNINSTALLED = """
+import importlib.abc, runpy, sys
+
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"twentyi_telemetry", "cli", "ldp", "server_agg"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Uninstalled())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+class TestRemovable:
+    """The documented integration works unchanged without the package, and our import name
+    cannot be shadowed by a host's own modules."""
+
+    def test_host_runs_with_the_package_uninstalled(
+        self, outcomes: dict[str, object], tmp_path: Path
+    ) -> None:
+        """Uninstalled: same output and exit codes as with telemetry off (it was exit 1 with
+        ModuleNotFoundError before)."""
+        results, envs = outcomes["results"], outcomes["envs"]
+        assert isinstance(results, dict) and isinstance(envs, dict)
+        for command in COMMANDS:
+            result = subprocess.run(
+                [sys.executable, "-c", UNINSTALLED, str(HOST), *command],
+                capture_output=True,
+                text=True,
+                env=envs["on"],
+                cwd=tmp_path,
+                timeout=60,
+                check=False,
+            )
+            assert (result.returncode, result.stdout) == results[("off", command)][:2]
+
+    def test_a_host_owned_cli_module_changes_nothing(self, tmp_path: Path) -> None:
+        """A host with its own ``cli.py`` next to it still counts (it got ImportError before),
+        never has its ``cli`` imported by telemetry, and its worker still rolls weeks over."""
+        host_dir = tmp_path / "host"
+        host_dir.mkdir()
+        (host_dir / "host_cli.py").write_text(HOST.read_text())
+        marker = tmp_path / "host-cli-imported"
+        (host_dir / "cli.py").write_text(
+            f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n"
+        )
+        env = environment(tmp_path / "root", "on")
+        env["TWENTYI_TELEMETRY_PUBLIC_KEY"] = "20i-pk1:" + "A" * 43
+        state = tmp_path / "root" / "state" / "20i" / "telemetry"
+        last_week = Tally("2026-W01", 1)
+        (state / "tally.json").write_bytes(last_week.to_json())
+        result = subprocess.run(
+            [sys.executable, str(host_dir / "host_cli.py"), "up"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert len(list(state.glob("journal-*.jsonl"))) == 1  # counted
+        assert not marker.exists()  # the host's cli module was never imported by us
+        # The worker (started by that command, isolated) ran our cli.sender: it claimed and
+        # cleared last week's tally even though the host's folder has a cli.py.
+        deadline = time.monotonic() + 30
+        while (state / "tally.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (state / "tally.json").exists()
+        assert not marker.exists()
