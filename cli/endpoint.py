@@ -94,12 +94,38 @@ class Destination:
         }
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_endpoint(value: object, where: str) -> str:
+    """An ``https://`` URL (``http://`` only to a loopback address, for a local collector),
+    with a host, a port in 1..65535 if any, and no ``user:password@``."""
     if not isinstance(value, str):
         raise ValueError(f"endpoint from {where} must be a string, not {type(value).__name__}")
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"endpoint from {where} ({value!r}) must be an http:// or https:// URL")
+        raise ValueError(f"endpoint from {where} ({value!r}) must be an https:// URL")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError(f"endpoint from {where} ({value!r}) must not hold a user or password")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise ValueError(f"endpoint from {where} ({value!r}): the port must be in 1..65535")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"endpoint from {where} ({value!r}) must be https:// (http:// is only for a"
+            " collector on this machine: localhost, 127.0.0.1 or ::1)"
+        )
     return value
 
 

@@ -9,6 +9,7 @@ even a farewell. Errors become one line on stderr and a non-zero exit code.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -122,18 +123,32 @@ def enable(
     kind: Kind = "errors" if errors else "usage"
     policy_version, schema_id = _versions()
     consent = _current_consent(paths).decided(kind, True, _now(), policy_version, schema_id)
+    # A failed enable changes nothing on disk: a secret (and folders) made for it go again.
+    missing = [p for p in (paths.state_dir, *paths.state_dir.parents) if not p.exists()]
     _, created = ensure_secret(paths)
+    try:
+        write_consent(paths.consent_file, consent)
+    except CliError:
+        if created:
+            paths.secret_file.unlink(missing_ok=True)
+            for folder in missing:  # innermost first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
     if created:
         typer.echo(f"wrote {paths.secret_file}")
-    write_consent(paths.consent_file, consent)
     typer.echo(f"wrote {paths.consent_file}")
-    label = "Error reports are" if errors else "Usage telemetry is"
+    what = "error reports" if errors else "usage telemetry"
     as_of = consent.kind(kind).as_of
-    typer.echo(f"{label} on as of {as_of:%Y-%m-%d %H:%M} UTC." if as_of else f"{label} on.")
-    typer.echo("See what is collected with `20i telemetry info`; turn it off with `disable`.")
+    since = f" as of {as_of:%Y-%m-%d %H:%M} UTC" if as_of else ""
     override = env_override(os.environ)
-    if override is not None:
-        typer.echo(f"note: {override[1]}, so telemetry stays off in this environment")
+    if override is None:
+        typer.echo(f"{what.capitalize()} {'are' if errors else 'is'} on{since}.")
+    else:  # the consent is recorded, but the environment keeps everything off here
+        typer.echo(
+            f"You opted in to {what}{since}, but it stays off in this environment: {override[1]}."
+        )
+    typer.echo("See what is collected with `20i telemetry info`; turn it off with `disable`.")
 
 
 @app.command()

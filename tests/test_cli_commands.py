@@ -28,7 +28,7 @@ from ldp.schema import shipped_schema
 from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
 from twentyi_telemetry import tracking
 from twentyi_telemetry.consent import read_consent
-from twentyi_telemetry.state import SECRET_BYTES, Paths
+from twentyi_telemetry.state import SECRET_BYTES, Paths, ensure_dir
 from twentyi_telemetry.tally import (
     ErrorsTally,
     Tally,
@@ -91,6 +91,31 @@ class TestEnable:
         result = run("enable", env={"DO_NOT_TRACK": "1"})
         assert result.exit_code == 0 and "stays off in this environment" in result.stdout
         assert run("status", "--json", env={"DO_NOT_TRACK": "1"}).stdout.count('"on": false') == 2
+        # never a line claiming it is on (it said "Usage telemetry is on" first, before)
+        assert " is on" not in result.stdout
+
+    def test_failed_enable_changes_nothing(self, paths: Paths, tmp_path: Path) -> None:
+        """An unwritable config dir: one error line, and no secret or folder left behind."""
+        paths.config_dir.parent.mkdir(parents=True)
+        paths.config_dir.write_text("a file where the config dir should be")
+        before = sorted(tmp_path.rglob("*"))
+        result = run("enable")
+        assert result.exit_code == 1 and "20i: error: " in result.output
+        assert sorted(tmp_path.rglob("*")) == before
+
+    def test_every_folder_is_private(self, paths: Paths) -> None:
+        """Every folder telemetry creates is mode 0700, the 20i folders above ours included
+        (they were 0755)."""
+        run("enable")
+        tracking.record("up", paths=paths, env={})
+        ensure_dir(paths.spool_dir)  # as the worker makes it
+        for folder in (
+            paths.config_dir,
+            paths.state_dir,
+            paths.state_dir.parent,
+            paths.cache_dir.parent,
+        ):
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
 
     def test_never_prompts(self, paths: Paths) -> None:
         """No command reads stdin: with stdin closed they all still finish."""
