@@ -23,6 +23,7 @@ from twentyi_telemetry.state import SECRET_BYTES, Paths, load_secret, regular_or
 from twentyi_telemetry.tally import current_tally, iso_period, journal_periods
 
 if TYPE_CHECKING:
+    from ldp.sampling import RandomSource
     from ldp.schema import Schema
 
 __all__ = [
@@ -85,7 +86,7 @@ def _field_row(spec: Any) -> dict[str, Any]:
     }
 
 
-def _example(schema: Schema, kind: str) -> dict[str, Any]:
+def _example(schema: Schema, kind: str, now: datetime, rand: RandomSource | None) -> dict[str, Any]:
     from ldp.report import build_report
     from ldp.values import arch_value, os_value
 
@@ -94,9 +95,11 @@ def _example(schema: Schema, kind: str) -> dict[str, Any]:
         values.update(os=os_value(), arch=arch_value())
     # A throwaway secret: the example shows the format without spending this machine's
     # permanent responses or touching its ledger.
-    report = build_report(
-        schema, kind, iso_period(datetime.now(UTC)), values, os.urandom(SECRET_BYTES)
-    )
+    secret = os.urandom(SECRET_BYTES) if rand is None else bytes(32)
+    if rand is None:
+        report = build_report(schema, kind, iso_period(now), values, secret)
+    else:
+        report = build_report(schema, kind, iso_period(now), values, secret, rand)
     return {"kind": kind, "true_values": _jsonable(values), "report": report.to_json()}
 
 
@@ -104,8 +107,18 @@ def _jsonable(values: Mapping[str, object]) -> dict[str, object]:
     return {k: sorted(v) if isinstance(v, frozenset) else v for k, v in values.items()}
 
 
-def info_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
-    """Everything ``info`` shows, as plain JSON values (stable shape, ``format`` = 1)."""
+def info_document(
+    paths: Paths,
+    env: Mapping[str, str],
+    now: datetime | None = None,
+    rand: RandomSource | None = None,
+) -> dict[str, Any]:
+    """Everything ``info`` shows, as plain JSON values (stable shape, ``format`` = 1).
+
+    ``now`` and ``rand`` (defaults: the clock and the OS CSPRNG, with a throwaway secret) make
+    the example payloads reproducible, for the examples in docs/CLI.md.
+    """
+    now = datetime.now(UTC) if now is None else now
     from ldp.budget import Ledger, lifetime_worst_case, per_report_epsilon
     from ldp.errors import DecodeError
 
@@ -131,7 +144,7 @@ def info_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
                     "lifetime_worst_case": lifetime_worst_case(kind),
                     "lifetime_actual": actual,
                 },
-                "example": _example(schema, kind.name),
+                "example": _example(schema, kind.name, now, rand),
             }
         )
     destination = resolve(paths, env)
@@ -148,8 +161,17 @@ def info_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
-def preview_document(paths: Paths, env: Mapping[str, str], now: datetime) -> dict[str, Any]:
-    """The reports the current period would produce, randomized, without sending or saving."""
+def preview_document(
+    paths: Paths, env: Mapping[str, str], now: datetime, rand: RandomSource | None = None
+) -> dict[str, Any]:
+    """The reports the current period would produce, randomized, without sending or saving.
+
+    ``delivery`` says what would really happen to them at the end of the week (as in
+    ``status``); each report's ``values`` names, per field, the values its randomized output
+    points at. ``rand`` (default the OS CSPRNG) is for reproducible examples.
+    """
+    from cli.status import delivery
+
     decision = decide(env, paths.consent_file)
     period = iso_period(now)
     notes: list[str] = []
@@ -183,8 +205,9 @@ def preview_document(paths: Paths, env: Mapping[str, str], now: datetime) -> dic
     if decision.any_on and (tally is None or not any(getattr(tally, k) is not None for k in kinds)):
         notes.append("nothing recorded this period yet: no report would be produced")
     reports = []
+    schema = _schema()
     if tally is not None and kinds:
-        for report in compose_reports(tally, _schema(), secret, kinds):
+        for report in compose_reports(tally, schema, secret, kinds, rand):
             encoded = report.encode()
             reports.append(
                 {
@@ -193,58 +216,140 @@ def preview_document(paths: Paths, env: Mapping[str, str], now: datetime) -> dic
                     "bytes": len(encoded),
                     "plaintext": encoded.decode("ascii"),
                     "report": report.to_json(),
+                    "values": value_names(schema, report.kind, report.fields),
                 }
             )
     return {
         "format": PREVIEW_FORMAT,
         "period": period,
         "on": {"usage": decision.usage, "errors": decision.errors, "source": decision.source},
+        "delivery": delivery(decision, resolve(paths, env)),
         "reports": reports,
         "notes": notes,
     }
+
+
+def value_names(schema: Schema, kind: str, fields: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per field, the domain values a randomized output points at (supports), by name.
+
+    A field's output is a mechanism's wire value (for ``ss``, a list of indices): several
+    values, only one of which may be true, or none. Padding items of a set field, which stand
+    for nothing, are left out.
+    """
+    names: dict[str, list[str]] = {}
+    for spec in schema.kind(kind).fields:
+        randomizer = spec.randomizer()
+        support = randomizer.support(randomizer.encode_batch([fields[spec.name]]))
+        names[spec.name] = [spec.domain[i] for i in range(len(spec.domain)) if support[i]]
+    return names
 
 
 def _fmt(x: float | None) -> str:
     return "unknown" if x is None else f"{x:.2f}"
 
 
-def render_info(doc: dict[str, Any]) -> str:
-    """The info document as text for a terminal."""
-    schema = doc["schema"]
-    out = [
-        f"20i telemetry collects these reports (schema {schema['name']} v{schema['version']},"
-        f" id {schema['id']}). Every field is randomized on this machine (local differential"
-        " privacy) before it is sealed and sent; epsilon_perm bounds what all reports of one"
-        " value ever reveal, epsilon_1 what one report reveals.",
+def _wrap(text: str, indent: str = "") -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, width=92, initial_indent=indent, subsequent_indent=indent)
+
+
+def _listing(names: list[str], last: str = "or") -> str:
+    if not names:
+        return "nothing"
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} {last} {names[-1]}"
+
+
+def plain_info(kind: dict[str, Any]) -> str:
+    """One paragraph for someone who has never heard of differential privacy, built only from
+    the numbers in the ``info`` document (so it stays true when they change)."""
+    import math
+
+    fields = kind["fields"]
+    names = [f["name"] for f in fields]
+    widest = max(fields, key=lambda f: f["domain_size"])
+    eps = kind["epsilon"]
+    per, worst, actual = eps["per_report"], eps["lifetime_worst_case"], eps["lifetime_actual"]
+    used = (
+        "this machine's use of it cannot be read right now"
+        if actual is None
+        else f"this machine has used {actual:.2f} of it so far"
+    )
+    return (
+        f"At most once a week, one {kind['name']} report is sent, with {len(fields)}"
+        f" field{'s' if len(fields) != 1 else ''} ({_listing(names, 'and')}). Each field is"
+        " randomized on this machine before the report is sealed, so a report never says for"
+        f" sure what is true: its {widest['name']} field, for example, points at the true value"
+        f" with probability {widest['p_star']:.0%} and at any one other value with"
+        f" probability {widest['q_star']:.0%}. How much reports can reveal is measured by"
+        f" epsilon (smaller is more private). One report reveals at most epsilon ="
+        f" {per:.2f}: whatever anyone believed about you before, seeing it can change the"
+        f" odds of any conclusion about you by a factor of at most {math.exp(per):.0f}."
+        f" All {kind['name']}"
+        f" reports ever sent from this machine together reveal at most {worst:.2f}; {used}."
+    )
+
+
+#: The technical table's columns: (header, what it means, how to show a field's value).
+_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("field", "", lambda f: f["name"]),
+    ("kind", "categorical: one value; set: several, padded", lambda f: f["kind"]),
+    ("values", "how many values it can take", lambda f: str(f["domain_size"])),
+    (
+        "pad",
+        "set fields: items per report (real ones, then dummies)",
+        lambda f: str(f["pad"]) if f["pad"] else "-",
+    ),
+    (
+        "mechanism",
+        "the randomizer (ss: names several values, one may be true)",
+        lambda f: f["mechanism"],
+    ),
+    ("eps_perm", "epsilon of all reports of one value, ever", lambda f: f"{f['epsilon_perm']:.2f}"),
+    ("eps_1", "epsilon of one report", lambda f: f"{f['epsilon_1']:.2f}"),
+    ("p*", "chance a report points at the true value", lambda f: f"{f['p_star']:.4f}"),
+    ("q*", "chance it points at a given other value", lambda f: f"{f['q_star']:.4f}"),
+)
+
+
+def technical_table(fields: list[dict[str, Any]], indent: str = "  ") -> list[str]:
+    """The per-field table of ``info``, with a legend: the one place its columns are defined."""
+    rows = [tuple(c[0] for c in _COLUMNS)] + [
+        tuple(show(f) for _, _, show in _COLUMNS) for f in fields
     ]
-    header = ("field", "kind", "values", "mechanism", "eps_perm", "eps_1", "p*", "q*")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS))]
+    out = [
+        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in rows
+    ]
+    out.extend(f"{indent}  {header}: {meaning}" for header, meaning, _ in _COLUMNS if meaning)
+    return out
+
+
+def render_info(doc: dict[str, Any]) -> str:
+    """The info document as text: plain words first, then the technical details."""
+    schema = doc["schema"]
+    out = ["What 20i telemetry collects, in plain words:"]
     for kind in doc["kinds"]:
         out.append("")
-        out.append(f"{kind['name']} reports: {kind['doc']} Consent: {kind['consent']}.")
-        rows = [header] + [
-            (
-                f["name"],
-                f["kind"] + (f" (pad {f['pad']})" if f["pad"] else ""),
-                str(f["domain_size"]),
-                f["mechanism"],
-                f"{f['epsilon_perm']:.2f}",
-                f"{f['epsilon_1']:.2f}",
-                f"{f['p_star']:.4f}",
-                f"{f['q_star']:.4f}",
-            )
-            for f in kind["fields"]
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        out.extend(
-            "  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-            for r in rows
-        )
+        out.extend(_wrap(plain_info(kind), "  "))
+    out.append("")
+    out.append("Never collected:")
+    out.extend(f"  - {item}" for item in doc["never_collected"])
+    out.append("")
+    out.append(
+        f"Technical details (schema {schema['name']} v{schema['version']}, id {schema['id']}):"
+    )
+    for kind in doc["kinds"]:
+        out.append("")
+        out.extend(_wrap(f"{kind['name']} reports: {kind['doc']} Consent: {kind['consent']}."))
+        out.extend(technical_table(kind["fields"]))
         for f in kind["fields"]:
-            out.append(f"  {f['name']}: {', '.join(f['domain'])}")
+            out.extend(_wrap(f"{f['name']}: {', '.join(f['domain'])}", "  "))
         eps = kind["epsilon"]
         out.append(
-            f"  epsilon per report {_fmt(eps['per_report'])}; lifetime worst case"
-            f" {_fmt(eps['lifetime_worst_case'])}, this machine so far"
+            f"  epsilon per report {_fmt(eps['per_report'])}; all reports ever, at most"
+            f" {_fmt(eps['lifetime_worst_case'])}; used by this machine so far"
             f" {_fmt(eps['lifetime_actual'])}"
         )
         example = kind["example"]
@@ -254,9 +359,6 @@ def render_info(doc: dict[str, Any]) -> str:
         )
         out.append(f"  example payload for {shown} (made with a throwaway secret):")
         out.append("    " + _compact(example["report"]))
-    out.append("")
-    out.append("Never collected:")
-    out.extend(f"  - {item}" for item in doc["never_collected"])
     endpoint = doc["endpoint"]
     out.append("")
     out.append(f"endpoint      {endpoint['url'] or 'not configured'}")
@@ -273,12 +375,51 @@ def _compact(obj: object) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
+#: What happens to this week's reports at its end, per ``delivery`` (see ``cli.status``).
+_FATE = {
+    "send": "At the end of the week each report is sealed to the analyzer's key and sent.",
+    "spool": (
+        "At the end of the week each report is sealed and kept on this machine until an"
+        " endpoint is configured; nothing is sent before that."
+    ),
+    "discard": (
+        "Nothing will be sent: no analyzer key is configured, so at the end of the week these"
+        " reports are discarded, never stored in plaintext."
+    ),
+    "off": "Telemetry is off here, so no report is produced or sent.",
+}
+
+
+def plain_preview(doc: dict[str, Any]) -> str:
+    """The paragraph that leads ``preview``: what the reports are and what will become of
+    them (the same ``delivery`` as ``status``, so the two never disagree)."""
+    count = len(doc["reports"])
+    lead = (
+        f"This is what this week ({doc['period']}) would report if it ended now:"
+        f" {count} report{'s' if count != 1 else ''}, randomized exactly as"
+        f" {'they' if count != 1 else 'it'} would be sealed. Each field names a few values, of"
+        " which at most one is true, so a report does not reveal what you did."
+        if count
+        else f"Nothing would be reported for this week ({doc['period']}) so far."
+    )
+    return f"{lead} {_FATE.get(doc.get('delivery', 'off'), '')}".strip()
+
+
 def render_preview(doc: dict[str, Any]) -> str:
-    """The preview document as text for a terminal."""
-    out = [f"period {doc['period']}: {len(doc['reports'])} report(s) would be sealed and sent"]
+    """The preview document as text: plain words first, then each report with its values."""
+    out = _wrap(plain_preview(doc))
     for report in doc["reports"]:
-        out.append(f"{report['kind']} ({report['bytes']} bytes, exactly as sealed):")
+        out.append("")
+        out.append(f"{report['kind']} report ({report['bytes']} bytes, exactly as sealed):")
         out.append("  " + report["plaintext"])
+        out.append("  the randomized fields point at:")
+        width = max((len(name) for name in report["values"]), default=0)
+        out.extend(
+            f"    {name.ljust(width)}  {_listing(names)}"
+            for name, names in report["values"].items()
+        )
+    if doc["notes"]:
+        out.append("")
     out.extend(f"note: {note}" for note in doc["notes"])
     out.append("Nothing was sent and nothing was saved.")
     return "\n".join(out)

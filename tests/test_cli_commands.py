@@ -22,6 +22,7 @@ from cli.app import app, main
 from cli.compose import compose, compose_reports, sample_count
 from cli.sentlog import encode_entry
 from ldp.budget import Ledger, memo_digest, per_report_epsilon
+from ldp.envelope import generate_keypair, public_key_to_text
 from ldp.report import decode_report
 from ldp.sampling import HmacSource
 from ldp.schema import shipped_schema
@@ -39,6 +40,8 @@ from twentyi_telemetry.tally import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+KEY = public_key_to_text(generate_keypair()[1])
+URL = "https://telemetry.example/"
 COMMANDS = ("status", "enable", "disable", "info", "preview", "log", "policy")
 
 
@@ -322,16 +325,65 @@ class TestPreview:
         before = snapshot(paths.state_dir.parent.parent)
         document = run_json("preview")
         assert snapshot(paths.state_dir.parent.parent) == before
-        assert set(document) == {"format", "period", "on", "reports", "notes"}
+        assert set(document) == {"format", "period", "on", "delivery", "reports", "notes"}
         schema = shipped_schema()
         assert [r["kind"] for r in document["reports"]] == ["usage", "errors"]
         for report in document["reports"]:
-            assert set(report) == {"kind", "period", "bytes", "plaintext", "report"}
+            assert set(report) == {"kind", "period", "bytes", "plaintext", "report", "values"}
             decoded = decode_report(report["plaintext"].encode(), {schema.id: schema})
             assert decoded.period == document["period"] == report["period"]
             assert report["bytes"] == len(report["plaintext"])
         assert document["notes"] == []
         assert "Nothing was sent" in run("preview").stdout
+
+    @pytest.mark.parametrize(
+        ("env", "delivery", "says"),
+        [
+            ({}, "discard", "Nothing will be sent: no analyzer key is configured"),
+            ({"TWENTYI_TELEMETRY_PUBLIC_KEY": KEY}, "spool", "kept on this machine until"),
+            (
+                {"TWENTYI_TELEMETRY_PUBLIC_KEY": KEY, "TWENTYI_TELEMETRY_ENDPOINT": URL},
+                "send",
+                "sealed to the analyzer's key and sent",
+            ),
+        ],
+    )
+    def test_says_what_will_really_happen(
+        self, paths: Paths, env: dict[str, str | None], delivery: str, says: str
+    ) -> None:
+        """preview agrees with status on the week's fate (it said "would be sealed and sent"
+        while status said the week would be discarded for want of a key)."""
+        run("enable")
+        tracking.record("up", env={}, paths=paths)
+        status = json.loads(run("status", "--json", env=env).stdout)
+        document = json.loads(run("preview", "--json", env=env).stdout)
+        assert document["delivery"] == status["delivery"] == delivery
+        text = " ".join(run("preview", env=env).stdout.split())
+        assert says in text and "would be sealed and sent" not in text
+
+    def test_plain_words_and_value_names(self, paths: Paths) -> None:
+        """preview leads with a plain paragraph and names the values each field points at;
+        info leads with plain words before its table, numbers taken from the document."""
+        run("enable")
+        tracking.record("up", modules=["docker"], env={}, paths=paths)
+        document = run_json("preview")
+        [report] = document["reports"]
+        schema = shipped_schema()
+        for spec in schema.kind("usage").fields:
+            names = report["values"][spec.name]
+            assert set(names) <= set(spec.domain)
+            wire = report["report"]["fields"][spec.name]
+            if spec.kind == "categorical":  # ss: the index list, by name
+                assert names == [spec.domain[i] for i in wire]
+        text = run("preview").stdout
+        assert text.startswith("This is what this week")
+        assert "the randomized fields point at:" in text
+        info = run("info").stdout
+        doc = run_json("info")
+        plain, technical = info.split("Technical details", 1)
+        per_report = doc["kinds"][0]["epsilon"]["per_report"]
+        assert f"epsilon = {per_report:.2f}" in " ".join(plain.split())
+        assert "p*" not in plain and "ss" not in plain.split() and "p*" in technical
 
     def test_off_produces_nothing(self, paths: Paths) -> None:
         """With telemetry off there is no report to preview, and it says why."""
@@ -481,3 +533,17 @@ class TestNotCounted:
         for command in ("status", "info", "preview", "log", "policy"):
             run(command)
         assert journal_periods(paths.state_dir) == {}
+
+
+class TestHelpFlags:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_flags_render_as_users_type_them(self, command: str) -> None:
+        """`--help` shows a flag as it is typed (`--json`), never with a value placeholder
+        such as `--json <bool>`, which typing would make an error."""
+        result = run(command, "--help")
+        assert result.exit_code == 0
+        assert "<bool>" not in result.stdout and "BOOLEAN" not in result.stdout
+        for line in result.stdout.splitlines():
+            for flag in ("--json", "--errors", "--purge"):
+                if line.strip().startswith(flag):
+                    assert line.strip().split()[0] == flag, line
