@@ -145,7 +145,8 @@ class TestReadmeIntegration:
         is not; the app runs the same either way."""
         [snippet] = blocks("python")
         code = self.SETUP + ("" if installed else self.BLOCK) + snippet
-        code += "print(getattr(up, '__twentyi_tracked__', False))\napp(['up'])\n"
+        code += "cb = app.registered_commands[0].callback\n"
+        code += "print(getattr(cb, '__twentyi_tracked__', False))\napp(['up'])\n"
         result = subprocess.run(
             [sys.executable, "-c", code], env=isolated_env, capture_output=True, text=True
         )
