@@ -56,6 +56,8 @@ MIN_INTERVAL = timedelta(hours=6)
 ENV_DEBUG = "TWENTYI_TELEMETRY_DEBUG"
 _ON_WORDS = frozenset({"1", "true", "yes", "on"})
 _SCHEDULE_FORMAT = 1
+#: The worker waits this long before its imports, leaving the CPU to the host command.
+START_DELAY_S = 0.25
 #: The folder holding ``twentyi_telemetry`` and its siblings ``cli`` and ``ldp``.
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -225,8 +227,11 @@ def is_frozen() -> bool:
 
 def worker_command(paths: Paths, python: str | None = None) -> list[str]:
     """The argv that runs the worker for ``paths`` (isolated mode, our folder first)."""
+    # Background work: lower priority, and a moment's pause before the imports, so that the
+    # worker does not compete for the CPU with the host command that started it.
     boot = (
-        f"import sys; sys.path.insert(0, {str(PACKAGE_ROOT)!r}); "
+        "import os, sys, time; os.nice(10) if hasattr(os, 'nice') else None; "
+        f"time.sleep({START_DELAY_S}); sys.path.insert(0, {str(PACKAGE_ROOT)!r}); "
         "from cli.sender import main; sys.exit(main())"
     )
     return [
