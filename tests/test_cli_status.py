@@ -51,6 +51,7 @@ def set_consent(paths: Paths, state: str) -> None:
     if state == "disabled":
         consent = consent.decided("usage", False, T0, POLICY, None)
     write_consent(paths.consent_file, consent)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)  # as `enable` leaves it
 
 
 def write_old_policy(paths: Paths) -> None:
@@ -339,3 +340,14 @@ class TestDelivery:
         """With telemetry off nothing is delivered, whatever is configured."""
         set_consent(paths, "disabled")
         assert self.status({"TWENTYI_TELEMETRY_PUBLIC_KEY": key})["delivery"] == "off"
+
+
+class TestStateFolder:
+    def test_missing_state_folder_is_noted(self, paths: Paths) -> None:
+        """With telemetry on but the state folder gone, status says nothing is counted."""
+        assert CliRunner().invoke(app, ["telemetry", "enable"]).exit_code == 0
+        for child in paths.state_dir.iterdir():
+            child.unlink()
+        paths.state_dir.rmdir()
+        document = json.loads(CliRunner().invoke(app, ["telemetry", "status", "--json"]).stdout)
+        assert any("is missing, so nothing is counted" in n for n in document["notes"])
