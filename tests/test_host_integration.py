@@ -253,3 +253,30 @@ class TestRemovable:
             time.sleep(0.05)
         assert not (state / "tally.json").exists()
         assert not marker.exists()
+
+
+class TestFrozenHost:
+    def test_frozen_host_counts_and_never_reruns_itself(self, tmp_path: Path) -> None:
+        """A simulated frozen app (``sys.frozen`` set, ``sys.executable`` its own binary, here
+        a script that notes being run): the first command of a week is counted and starts no
+        process at all (before, it re-ran the host binary with ``-P -m cli.sender``)."""
+        binary = tmp_path / "frozen-host"
+        ran = tmp_path / "host-binary-ran"
+        binary.write_text(f"#!/bin/sh\ntouch {ran}\n")
+        binary.chmod(0o755)
+        env = environment(tmp_path / "root", "on")
+        code = (
+            "import sys\n"
+            f"sys.frozen = True\nsys.executable = {str(binary)!r}\n"
+            "from twentyi_telemetry import record\n"
+            "record('up')\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        state = tmp_path / "root" / "state" / "20i" / "telemetry"
+        assert len(list(state.glob("journal-*.jsonl"))) == 1  # counted, first of its week
+        time.sleep(0.5)  # a worker would have been started by now
+        assert not ran.exists()
+        assert not (tmp_path / "root" / "cache" / "20i" / "telemetry" / "sender.lock").exists()
