@@ -162,14 +162,16 @@ def disable(
         bool,
         typer.Option(
             "--purge",
-            help="Also delete every local telemetry file (secret, memo ledger, tally, spool,"
-            " sent log); each removed file is printed.",
+            help="Also delete every local telemetry file (secret, memo ledger, this week's"
+            " counts, spool, sent log) and their folders; each removed file is printed. The"
+            " consent file stays: it records that you said no.",
         ),
     ] = False,
 ) -> None:
     """Opt out of usage and error reports (or, with --errors, error reports only).
 
-    Sends nothing, not even a farewell, and reports already spooled are never sent.
+    Sends nothing, not even a farewell: a report being sent right now is stopped, and
+    reports already spooled are deleted unsent.
     """
     if errors and purge_files:
         raise typer.BadParameter(
