@@ -16,7 +16,7 @@ import typer
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from cli import telemetry
-from cli.errors import CliError
+from twentyi_telemetry.errors import CliError
 
 __all__ = ["app", "main"]
 

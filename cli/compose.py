@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, NamedTuple
 
-from cli.tally import Tally
+from twentyi_telemetry.tally import Tally
 
 if TYPE_CHECKING:
     from ldp.epochs import EpochMemo

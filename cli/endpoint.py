@@ -17,8 +17,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from cli.errors import ConfigError
-from cli.state import Paths, read_small
+from twentyi_telemetry.errors import ConfigError
+from twentyi_telemetry.state import Paths, read_small
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
@@ -37,11 +37,16 @@ _CONFIG_KEYS = frozenset({"endpoint", "public_key"})
 
 
 def load_defaults() -> dict[str, Any]:
-    """The distribution defaults (``cli/data/defaults.json``): endpoint, key, policy version."""
-    text = resources.files("cli").joinpath("data/defaults.json").read_text(encoding="utf-8")
+    """The distribution defaults (``twentyi_telemetry/data/defaults.json``): endpoint, key,
+    policy version."""
+    text = (
+        resources.files("twentyi_telemetry")
+        .joinpath("data/defaults.json")
+        .read_text(encoding="utf-8")
+    )
     defaults = json.loads(text)
     if not isinstance(defaults, dict):  # pragma: no cover - package data is ours
-        raise ConfigError("cli/data/defaults.json must hold a JSON object")
+        raise ConfigError("twentyi_telemetry/data/defaults.json must hold a JSON object")
     return defaults
 
 
@@ -89,12 +94,38 @@ class Destination:
         }
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _check_endpoint(value: object, where: str) -> str:
+    """An ``https://`` URL (``http://`` only to a loopback address, for a local collector),
+    with a host, a port in 1..65535 if any, and no ``user:password@``."""
     if not isinstance(value, str):
         raise ValueError(f"endpoint from {where} must be a string, not {type(value).__name__}")
     parts = urlsplit(value)
     if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"endpoint from {where} ({value!r}) must be an http:// or https:// URL")
+        raise ValueError(f"endpoint from {where} ({value!r}) must be an https:// URL")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError(f"endpoint from {where} ({value!r}) must not hold a user or password")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or (port is None and parts.netloc.endswith(":")):
+        raise ValueError(f"endpoint from {where} ({value!r}): the port must be in 1..65535")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"endpoint from {where} ({value!r}) must be https:// (http:// is only for a"
+            " collector on this machine: localhost, 127.0.0.1 or ::1)"
+        )
     return value
 
 

@@ -1,24 +1,24 @@
-"""The period roll-over: turn a finished period's tally into sealed reports and start the sender.
+"""The period roll-over: turn finished periods' journals into sealed reports in the spool.
 
-``cli.tracking`` calls :func:`maybe_roll_over` on every host command while telemetry is on,
-holding the tally lock. Usually it only checks that the tally is current and that the spool is
-empty. At the first command after a period (ISO week, UTC) ends, it builds that period's
-reports from the tally, seals them to the analyzer key, spools them, records their memo keys in
-the ledger (digests only) and clears the tally; whenever spooled reports are due it starts the
-detached sender (:mod:`cli.sender`), or, with ``TWENTYI_TELEMETRY_DEBUG=1``, prints them to
-stderr instead and sends nothing.
-
-It never raises into the host, never waits on the network, never writes a report in plaintext
-outside the spool and never imports ``ldp``, ``httpx`` or ``cryptography`` unless a period
-actually rolls over. Decisions where the issue left a choice:
+Runs only in the detached worker (``cli.sender.run``), under the telemetry lock, never in a
+host command. For every period that has ended (ISO week, UTC) it *claims* the period's journal
+(renames it, so host commands still finishing that week start a fresh file), waits a moment for
+a command that opened the old file just before the rename to finish its one ``write``, folds
+the lines recorded under the consent in force into a tally, builds that period's reports from
+it (freezing each field's epoch response in the epoch memo first), seals them to the analyzer
+key, spools them and deletes the claimed files. Decisions where the issue left a choice:
 
 - With no analyzer key configured, a finished period is discarded: nothing can be sealed, a
   plaintext report is never spooled, and keeping the raw tally for later would keep true values
   on disk. Reports already sealed wait in the spool for an endpoint.
 - Each (kind, period) is reported at most once: the period is marked as reported (in
   ``reported.json`` in the state dir) *before* the report is built, so a crash between
-  spooling and clearing the tally can lose a report but never send a second, freshly
-  randomized one for the same week.
+  spooling and deleting the journal can lose a report but never send a second, freshly
+  randomized one for the same week. Journal files claimed by a worker that crashed are
+  deleted once their period is marked.
+- A count that reaches a period's journal after that period was reported (a command that
+  started in the last instant of the week, or a machine that slept through the roll-over)
+  is not dropped: it is carried into the current period's journal.
 - The reports are built by ``cli.compose.compose``, the recipe ``20i telemetry preview``
   uses: the ``command`` field is one command drawn uniformly from the period's invocations
   with the OS CSPRNG, ``error_category`` the same over the recorded outcomes.
@@ -30,36 +30,39 @@ import contextlib
 import json
 import os
 import re
-import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
-from cli.consent import Decision
-from cli.state import (
+from twentyi_telemetry.consent import Decision
+from twentyi_telemetry.state import (
     Paths,
-    count_spooled,
     ensure_dir,
     ensure_secret,
     read_small,
     write_atomic,
 )
-from cli.tally import Tally, clear_tally, iso_period, read_tally
+from twentyi_telemetry.tally import (
+    CLAIMED_SUFFIX,
+    JOURNAL_SUFFIX,
+    Tally,
+    append_entry,
+    clear_tally,
+    fold_journal,
+    iso_period,
+    journal_periods,
+    merge_legacy,
+    read_journal,
+    read_tally,
+    shipped_domains,
+)
 
 if TYPE_CHECKING:
     from ldp.sampling import RandomSource
 
-__all__ = [
-    "Spawner",
-    "maybe_roll_over",
-    "reported_file",
-    "roll_over",
-    "start_sender",
-]
-
-#: Starts the detached sender for these paths and environment (``cli.sender.spawn``).
-Spawner = Callable[[Paths, Mapping[str, str]], object]
+__all__ = ["SETTLE_S", "reported_file", "roll_over"]
 
 _PERIOD = re.compile(r"\d{4}-W\d{2}", re.ASCII)
 _KINDS = ("usage", "errors")
@@ -70,46 +73,18 @@ def reported_file(paths: Paths) -> Path:
     return paths.state_dir / "reported.json"
 
 
-def maybe_roll_over(
-    *,
-    paths: Paths,
-    decision: Decision,
-    now: datetime,
-    env: Mapping[str, str] | None = None,
-    spawn: Spawner | None = None,
-    rand: RandomSource | None = None,
-    stderr: TextIO | None = None,
-) -> None:
-    """Roll a finished period over into the spool, then start the sender if reports are due.
-
-    Called by ``cli.tracking`` with the tally lock held. ``env`` (default ``os.environ``),
-    ``spawn`` (default ``cli.sender.spawn``), ``rand`` (default the OS CSPRNG) and ``stderr``
-    (for ``TWENTYI_TELEMETRY_DEBUG``) are parameters for tests. Never raises.
-    """
-    env = os.environ if env is None else env
-    # A failed roll-over costs one period's reports, never the command.
-    with contextlib.suppress(Exception):
-        roll_over(paths, decision, now, env, rand)
-    # A failed start leaves the spool as it is; the next command tries again.
-    with contextlib.suppress(Exception):
-        start_sender(paths, now, env, spawn, stderr)
-
-
 # --- the roll-over ---------------------------------------------------------------------------
 
-
-def _finished(tally: Tally, now: datetime) -> bool:
-    """The tally's period is a real ISO week that ended before ``now``'s period began."""
-    return bool(_PERIOD.fullmatch(tally.period)) and tally.period < iso_period(now)
+#: How long a claimed journal is left alone before it is read: a command that opened it just
+#: before the rename finishes its single ``write`` well within this.
+SETTLE_S = 0.05
 
 
 def _read_reported(paths: Paths) -> dict[str, str]:
     try:
         raw = json.loads(read_small(reported_file(paths)))
-    except FileNotFoundError:
-        return {}
     except (OSError, ValueError):
-        return {}  # unreadable: the worst case is one more report for an unmarked period
+        return {}  # missing or unreadable: the worst case is one more report for a period
     if not isinstance(raw, dict):
         return {}
     return {k: v for k, v in raw.items() if k in _KINDS and isinstance(v, str)}
@@ -120,6 +95,18 @@ def _write_reported(paths: Paths, reported: dict[str, str]) -> None:
     write_atomic(reported_file(paths), json.dumps(document, sort_keys=True).encode())
 
 
+def _claim(path: Path) -> Path | None:
+    """Rename an open journal so that no host command appends to it any more."""
+    claimed = path.with_name(
+        path.name.removesuffix(JOURNAL_SUFFIX) + f".{os.urandom(8).hex()}{CLAIMED_SUFFIX}"
+    )
+    try:
+        os.rename(path, claimed)
+    except OSError:
+        return None
+    return claimed
+
+
 def roll_over(
     paths: Paths,
     decision: Decision,
@@ -127,33 +114,79 @@ def roll_over(
     env: Mapping[str, str],
     rand: RandomSource | None = None,
 ) -> list[Path]:
-    """If the tally belongs to a finished period, spool its reports and clear it.
+    """Roll every finished period over into the spool; returns the spool files written.
 
-    Returns the spool files written (``[]`` if nothing rolled over). A kind is reported only
-    if it is on now, was recorded entirely after its consent's as-of time, recorded something,
-    and was not reported for this period already. Raises on failure (the caller swallows).
+    Hold the telemetry lock while calling. A kind is reported only if it is on now, recorded
+    something under its current consent, and was not reported for that period already.
+    Raises on failure (the worker swallows it); claimed journals then stay for the next run.
     """
-    tally = read_tally(paths.tally_file)
-    if tally is None or not _finished(tally, now):
+    current = iso_period(now)
+    journals = {p: files for p, files in journal_periods(paths.state_dir).items() if p < current}
+    legacy = read_tally(paths.tally_file)
+    if legacy is not None and not (_PERIOD.fullmatch(legacy.period) and legacy.period < current):
+        legacy = None
+    if legacy is not None and legacy.schema_version != shipped_domains().schema_version:
+        clear_tally(paths.tally_file)  # another schema's counts: they cannot be reported
+        legacy = None
+    if not journals and legacy is None:
         return []
-    return _roll_over(paths, decision, tally, now, env, rand)
+    fresh: set[Path] = set()
+    for files in journals.values():
+        for path in list(files):
+            if path.name.endswith(JOURNAL_SUFFIX):
+                files.remove(path)
+                claimed = _claim(path)
+                if claimed is not None:
+                    files.append(claimed)
+                    fresh.add(claimed)
+    if fresh:
+        time.sleep(SETTLE_S)
+    consent = decision.consent_file.consent if decision.consent_file is not None else None
+    usage_as_of = consent.usage.as_of if consent is not None and decision.usage else None
+    errors_as_of = consent.errors.as_of if consent is not None and decision.errors else None
+    periods = sorted(set(journals) | ({legacy.period} if legacy is not None else set()))
+    written: list[Path] = []
+    for period in periods:
+        files = journals.get(period, [])
+        reported = _read_reported(paths)
+        on = [k for k in _KINDS if getattr(decision, k)]
+        if on and all(period <= reported.get(k, "") for k in on) and legacy is None:
+            # Already reported: carry late counts into the current period, drop leftovers.
+            _carry_over(paths, current, [f for f in files if f in fresh])
+        else:
+            tally = Tally(period, shipped_domains().schema_version)
+            for path in files:
+                with contextlib.suppress(OSError):
+                    fold_journal(tally, read_journal(path), usage_as_of, errors_as_of)
+            if legacy is not None and legacy.period == period:
+                merge_legacy(tally, legacy, usage_as_of, errors_as_of)
+            written += _roll_over(paths, decision, tally, now, env, rand)
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        if legacy is not None and legacy.period == period:
+            clear_tally(paths.tally_file)
+    return written
+
+
+def _carry_over(paths: Paths, current: str, files: list[Path]) -> None:
+    """Append the lines of a reported period's late journal to the current period's."""
+    for path in files:
+        with contextlib.suppress(OSError):
+            data = read_journal(path)
+            lines = [line + b"\n" for line in data.split(b"\n") if line.strip()]
+            for line in lines:
+                append_entry(paths.state_dir, current, line)
 
 
 def _reportable_kinds(
     decision: Decision, tally: Tally, reported: Mapping[str, str]
 ) -> tuple[str, ...]:
-    consent = decision.consent_file.consent if decision.consent_file is not None else None
-    if consent is None:
-        return ()
     kinds = []
     if decision.usage and tally.usage is not None and tally.usage.commands:
-        as_of = consent.usage.as_of
-        if as_of is not None and tally.usage.since >= as_of:
-            kinds.append("usage")
+        kinds.append("usage")
     if decision.errors and tally.errors is not None and tally.errors.categories:
-        as_of = consent.errors.as_of
-        if as_of is not None and tally.errors.since >= as_of:
-            kinds.append("errors")
+        kinds.append("errors")
     return tuple(k for k in kinds if tally.period > reported.get(k, ""))
 
 
@@ -170,7 +203,6 @@ def _roll_over(
     reported = _read_reported(paths)
     kinds = _reportable_kinds(decision, tally, reported)
     if not kinds:
-        clear_tally(paths.tally_file)
         return []
 
     from ldp.report import period_start
@@ -179,15 +211,13 @@ def _roll_over(
     schema = shipped_schema()
     period_end = period_start(tally.period) + timedelta(weeks=1)
     if tally.schema_version != schema.version or now - period_end > MAX_AGE:
-        clear_tally(paths.tally_file)  # another schema's counts, or a week too old to send
-        return []
+        return []  # another schema's counts, or a week too old to send
 
     from cli.endpoint import resolve
 
     destination = resolve(paths, env)
     if destination.public_key is None:
         # Nothing can be sealed, and plaintext is never spooled: the period is discarded.
-        clear_tally(paths.tally_file)
         return []
     public_key = destination.key()
 
@@ -210,7 +240,8 @@ def _roll_over(
         plaintext = report.encode()
         # Freeze the epoch's responses *before* the report can leave: a crash after this only
         # over-counts the spend, while the other order could let a later week of the same
-        # epoch draw a second response. A memo that cannot be written stops the report.
+        # epoch draw a second response. A memo that cannot be read or written (damaged, or not
+        # a regular file) stops the report rather than risk a second draw.
         memo.commit(
             epoch_responses(schema, kind, tally.period, values, secret, memo),
             week_index(tally.period),
@@ -225,67 +256,4 @@ def _roll_over(
             now=now,
         )
         written.append(path)
-    clear_tally(paths.tally_file)
     return written
-
-
-# --- starting the sender ---------------------------------------------------------------------
-
-
-def start_sender(
-    paths: Paths,
-    now: datetime,
-    env: Mapping[str, str],
-    spawn: Spawner | None = None,
-    stderr: TextIO | None = None,
-) -> bool:
-    """Start the detached sender if reports are spooled, due and no sender runs; True if so.
-
-    With ``TWENTYI_TELEMETRY_DEBUG`` set, print the reports that would be sent to ``stderr``
-    (default ``sys.stderr``) instead, and start nothing.
-    """
-    if count_spooled(paths) == 0:  # the common case: one scandir, no further import
-        return False
-    from cli import sender, spool
-
-    names = spool.spool_names(paths)
-    if not names:
-        return False
-
-    if not sender.due(sender.read_schedule(paths), spool.created_of(names[-1]), now):
-        return False
-    if sender.debug_enabled(env):
-        _print_debug(paths, env, names, sys.stderr if stderr is None else stderr)
-        return False
-    if sender.sender_running(paths):
-        return False
-    (sender.spawn if spawn is None else spawn)(paths, env)
-    return True
-
-
-def _print_debug(paths: Paths, env: Mapping[str, str], names: list[str], out: TextIO) -> None:
-    """What the sender would post now, in plaintext, exactly as sealed; nothing is sent."""
-    from cli import spool
-    from cli.consent import decide
-    from cli.endpoint import resolve
-    from cli.sender import ENV_DEBUG, reports_url, select
-
-    destination = resolve(paths, env)
-    entries = []
-    for name in names:
-        with contextlib.suppress(OSError, ValueError):
-            entries.append(spool.load(paths.spool_dir / name))
-    sendable, _ = select(entries, decide(env, paths.consent_file), destination)
-    where = (
-        "no endpoint configured"
-        if destination.endpoint is None
-        else reports_url(destination.endpoint)
-    )
-    prefix = "20i telemetry debug:"
-    out.write(
-        f"{prefix} {ENV_DEBUG} is set, so nothing is sent; {len(sendable)} report(s) would be"
-        f" sent to {where}\n"
-    )
-    for entry in sendable:
-        out.write(f"{prefix} {entry.kind} {entry.period}: {entry.plaintext.decode('ascii')}\n")
-    out.flush()

@@ -1,17 +1,21 @@
-"""The detached sender: post the spool to the collector once, then exit by a hard deadline.
+"""The detached worker: roll finished periods over, post the spool once, exit by a deadline.
 
-A host command starts it (``python -m cli.sender``, see :func:`spawn`) in a session of its own
-with no terminal and never waits for it. It takes an exclusive lock (one sender at a time; the
-kernel releases the lock of a dead sender, so a stale lock cannot block anyone), re-checks the
-environment and the consent right before posting, makes one bounded attempt with httpx
-(connect 1 s, whole attempt at most 5 s, proxies from the environment honoured, redirects never
-followed) and records the outcome: 2xx deletes the reports and appends their plaintext to the
-sent log, other 4xx (but 408 and 429) drop them, anything else keeps them with a persisted
-backoff. SIGALRM kills it at its hard deadline whatever the server does: no orphans. It never
-sends a report whose kind is off or whose consent is newer than the report, and never sends
-anything while ``TWENTYI_TELEMETRY_DEBUG`` is set.
+A host command starts it (:func:`twentyi_telemetry.worker.start`: ``python -I`` with this
+distribution first on ``sys.path``) in a session of its own with no terminal, and never waits
+for it. It first checks the environment and the consent and touches nothing if telemetry is
+off; then it takes the telemetry lock (``filelock``: one worker at a time, released by the
+kernel when a worker dies, so a stale lock blocks nobody) and checks again under it, so a
+``disable`` that took the lock before it always wins. Under the lock it rolls finished periods
+over (``cli.pipeline``: build, randomize, seal and spool their reports) and makes one bounded
+attempt to post the spool with httpx (connect 1 s, whole attempt at most 5 s, proxies from the
+environment honoured, redirects never followed): 2xx deletes the reports and appends their
+plaintext to the sent log, other 4xx (but 408 and 429) drop them, anything else keeps them
+with a persisted backoff. SIGALRM ends it at its hard deadline whatever the server does: no
+orphans. It never sends a report whose kind is off or whose consent is newer than the report,
+and never sends anything while ``TWENTYI_TELEMETRY_DEBUG`` is set.
 
-Module level stays light (no httpx): a host command imports this module to read the schedule.
+``disable`` stops a running worker (:func:`stop_and_lock`) and holds the lock while it writes
+and purges, so nothing is sent, and no file reappears, after it returns.
 """
 
 from __future__ import annotations
@@ -20,20 +24,35 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cli import spool
-from cli.consent import SOURCE_CONSENT, Decision, decide, env_override, format_time, parse_time
 from cli.spool import SpoolEntry
-from cli.state import Paths, ensure_dir, read_small, write_atomic
+from twentyi_telemetry.consent import SOURCE_CONSENT, Decision, decide, env_override
+from twentyi_telemetry.state import Paths, count_spooled, ensure_dir, open_regular, write_atomic
+from twentyi_telemetry.worker import (
+    ENV_DEBUG,
+    MIN_INTERVAL,
+    Schedule,
+    debug_enabled,
+    due,
+    lock_file,
+    pid_file,
+    read_schedule,
+    schedule_file,
+    write_schedule,
+)
+from twentyi_telemetry.worker import running as sender_running
+from twentyi_telemetry.worker import start as spawn
 
 if TYPE_CHECKING:
     import httpx
 
     from cli.endpoint import Destination
+    from ldp.sampling import RandomSource
 
 __all__ = [
     "ATTEMPT_S",
@@ -49,6 +68,7 @@ __all__ = [
     "debug_enabled",
     "due",
     "lock_file",
+    "locked",
     "main",
     "read_schedule",
     "reports_url",
@@ -57,19 +77,18 @@ __all__ = [
     "select",
     "sender_running",
     "spawn",
+    "stop_and_lock",
     "write_schedule",
 ]
 
-ENV_DEBUG = "TWENTYI_TELEMETRY_DEBUG"
 #: Testing hook: the sender's hard deadline in seconds (1 to 60; default HARD_DEADLINE_S).
 ENV_DEADLINE = "TWENTYI_TELEMETRY_SENDER_DEADLINE"
 HARD_DEADLINE_S = 10.0
 #: One attempt (every request of it) takes at most this long; connecting at most CONNECT_S.
 ATTEMPT_S = 5.0
 CONNECT_S = 1.0
-#: At most one attempt per MIN_INTERVAL, unless a report was spooled after the last
-#: successful attempt; after failures the wait doubles up to MAX_BACKOFF.
-MIN_INTERVAL = timedelta(hours=6)
+#: At most one attempt per MIN_INTERVAL (``twentyi_telemetry.worker``), unless a report was
+#: spooled after the last successful attempt; after failures the wait doubles up to MAX_BACKOFF.
 MAX_BACKOFF = timedelta(hours=48)
 #: A request carries at most this many reports and this many body bytes (DESIGN section 4
 #: allows 64 and 256 KiB; the margin covers the JSON around the base64).
@@ -78,101 +97,7 @@ BATCH_BYTES = 200 * 1024
 #: Status codes kept for a retry although they are 4xx: the request was not judged, only
 #: refused for now (429) or timed out (408).
 _RETRY_4XX = frozenset({408, 429})
-_SCHEDULE_FORMAT = 1
 _USER_AGENT = "20i-telemetry/1"  # fixed: httpx's default would name the Python library version
-_ON_WORDS = frozenset({"1", "true", "yes", "on"})
-
-
-# --- paths of the sender's own files --------------------------------------------------------
-
-
-def schedule_file(paths: Paths) -> Path:
-    """When the sender last tried and may next try (in the cache dir, next to the spool)."""
-    return paths.cache_dir / "sender.json"
-
-
-def lock_file(paths: Paths) -> Path:
-    """Held (``flock``) by the running sender, which writes its pid into it."""
-    return paths.cache_dir / "sender.lock"
-
-
-def debug_enabled(env: Mapping[str, str]) -> bool:
-    """``TWENTYI_TELEMETRY_DEBUG`` is 1/true/yes/on: print what would be sent, send nothing."""
-    return env.get(ENV_DEBUG, "").strip().lower() in _ON_WORDS
-
-
-# --- the schedule -------------------------------------------------------------------------
-
-
-class Schedule:
-    """The persisted attempt schedule: last attempt, earliest next one, failures in a row."""
-
-    __slots__ = ("failures", "last_attempt", "next_attempt")
-
-    def __init__(
-        self,
-        last_attempt: datetime | None = None,
-        next_attempt: datetime | None = None,
-        failures: int = 0,
-    ) -> None:
-        self.last_attempt = last_attempt
-        self.next_attempt = next_attempt
-        self.failures = failures
-
-    def to_json(self) -> bytes:
-        """Compact JSON: ``{"v": 1, "last_attempt": ..., "next_attempt": ..., "failures": n}``."""
-        document = {
-            "v": _SCHEDULE_FORMAT,
-            "last_attempt": None if self.last_attempt is None else format_time(self.last_attempt),
-            "next_attempt": None if self.next_attempt is None else format_time(self.next_attempt),
-            "failures": self.failures,
-        }
-        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-
-    @classmethod
-    def from_json(cls, data: bytes) -> Schedule:
-        """Strict parse; ``ValueError`` on anything unexpected."""
-        raw = json.loads(data)
-        if not isinstance(raw, dict) or raw.get("v") != _SCHEDULE_FORMAT:
-            raise ValueError(f"not a version {_SCHEDULE_FORMAT} sender schedule")
-        failures = raw.get("failures")
-        if isinstance(failures, bool) or not isinstance(failures, int) or not 0 <= failures < 64:
-            raise ValueError(f"failures ({failures!r}) must be an integer in [0, 64)")
-        last, nxt = raw.get("last_attempt"), raw.get("next_attempt")
-        return cls(
-            None if last is None else parse_time(last, "last_attempt"),
-            None if nxt is None else parse_time(nxt, "next_attempt"),
-            failures,
-        )
-
-
-def read_schedule(paths: Paths) -> Schedule:
-    """The stored schedule; a missing or unusable file means "never tried"."""
-    try:
-        return Schedule.from_json(read_small(schedule_file(paths)))
-    except (OSError, ValueError):
-        return Schedule()
-
-
-def write_schedule(paths: Paths, schedule: Schedule) -> None:
-    """Replace the schedule atomically (mode 0600); raises ``OSError``."""
-    write_atomic(schedule_file(paths), schedule.to_json())
-
-
-def due(schedule: Schedule, newest: datetime | None, now: datetime) -> bool:
-    """Whether an attempt may start now.
-
-    Yes if the persisted next-attempt time has passed, or if the last attempt succeeded and a
-    report was spooled after it (a new report need not wait for the interval; a failing
-    collector always gets its full backoff).
-    """
-    if schedule.next_attempt is None or now >= schedule.next_attempt:
-        return True
-    return (
-        schedule.failures == 0
-        and newest is not None
-        and (schedule.last_attempt is None or newest > schedule.last_attempt)
-    )
 
 
 def _backoff(failures: int, retry_after: float | None) -> timedelta:
@@ -182,101 +107,6 @@ def _backoff(failures: int, retry_after: float | None) -> timedelta:
     if retry_after is not None:
         wait = max(wait, timedelta(seconds=retry_after))
     return min(wait, MAX_BACKOFF)
-
-
-# --- locking --------------------------------------------------------------------------------
-
-
-def _try_lock(path: Path) -> int | None:
-    """An fd holding an exclusive ``flock`` on ``path``, or ``None`` if another holds it."""
-    import fcntl
-
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def sender_running(paths: Paths) -> bool:
-    """Whether a sender holds the lock right now (never creates the lock file)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no detached sender there
-        return True
-    try:
-        fd = os.open(lock_file(paths), os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # releases the probe's lock, if it got one
-    return False
-
-
-# --- starting the detached process -----------------------------------------------------------
-
-_children: list[Any] = []
-
-
-def spawn(paths: Paths, env: Mapping[str, str]) -> int | None:
-    """Start the detached sender for ``paths`` and return its pid (``None`` if impossible).
-
-    The child gets its own session, ``/dev/null`` for stdin, stdout and stderr, no inherited
-    file descriptor and ``/`` as working directory, so it can neither write into the host's
-    output nor keep the host's pipes (or a terminal) open. The host never waits for it.
-    """
-    import subprocess
-
-    if not sys.executable or not hasattr(os, "setsid"):
-        return None
-
-    class _Detached(subprocess.Popen[bytes]):
-        def __del__(self) -> None:
-            # Detached on purpose: its exit status is never wanted, so no ResourceWarning
-            # ("still running") into the host's stderr; init reaps it once the host is gone.
-            return
-
-    # Reap earlier senders of a long-running host, so they do not linger as zombies.
-    _children[:] = [child for child in _children if child.poll() is None]
-    package_root = str(Path(__file__).resolve().parent.parent)
-    child_env = dict(env)
-    inherited = child_env.get("PYTHONPATH")
-    child_env["PYTHONPATH"] = (
-        package_root if not inherited else os.pathsep.join((package_root, inherited))
-    )
-    args = [
-        sys.executable,
-        "-P",  # do not put the working directory ("/") on sys.path
-        "-m",
-        "cli.sender",
-        "--config-dir",
-        str(paths.config_dir),
-        "--state-dir",
-        str(paths.state_dir),
-        "--cache-dir",
-        str(paths.cache_dir),
-    ]
-    child = _Detached(
-        args,  # our own interpreter and module: no shell, no user input
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        close_fds=True,
-        start_new_session=True,
-        cwd=os.path.abspath(os.sep),
-        env=child_env,
-    )
-    _children.append(child)
-    return child.pid
 
 
 # --- what may be sent -----------------------------------------------------------------------
@@ -344,7 +174,7 @@ def append_sent_log(path: Path, lines: Sequence[bytes]) -> None:
     if not lines:
         return
     ensure_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600, follow=False)
     try:
         os.write(fd, b"".join(lines))
         size = os.fstat(fd).st_size
@@ -358,7 +188,7 @@ def append_sent_log(path: Path, lines: Sequence[bytes]) -> None:
 
 def read_tail_lines(path: Path, budget: int) -> bytes:
     """The newest whole lines of ``path`` whose total size is at most ``budget`` bytes."""
-    with open(path, "rb") as handle:
+    with os.fdopen(open_regular(path, follow=False), "rb") as handle:
         data = handle.read()
     lines = data.splitlines(keepends=True)
     kept: list[bytes] = []
@@ -375,8 +205,7 @@ def _check_writable_log(path: Path) -> None:
     """Raise ``OSError`` unless the sent log can be appended to: a report that cannot be
     logged is not sent, so ``20i telemetry log`` always shows everything that left."""
     ensure_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    os.close(fd)
+    os.close(open_regular(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600, follow=False))
 
 
 # --- one attempt ----------------------------------------------------------------------------
@@ -506,6 +335,82 @@ def _attempt(
     return done
 
 
+@contextlib.contextmanager
+def locked(paths: Paths, timeout: float) -> Iterator[bool]:
+    """Hold the telemetry lock while in the block; yields False if it was not free in time.
+
+    ``filelock`` (``flock`` on POSIX, ``LockFileEx`` on Windows): the kernel releases the lock
+    of a process that dies, so a crashed holder never blocks anyone. Anything but a regular
+    file at the lock's path is refused (``OSError``) rather than locked.
+    """
+    import filelock
+
+    path = lock_file(paths)
+    ensure_dir(path.parent)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise OSError(f"{path} is not a regular file")
+    lock = filelock.FileLock(str(path), timeout=timeout, mode=0o600)
+    try:
+        lock.acquire(poll_interval=0.01)
+    except filelock.Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
+
+
+def _stop_running_worker(paths: Paths) -> None:
+    """Ask the worker that holds the lock to end now (SIGTERM); it may be mid-request."""
+    import signal
+
+    if not sender_running(paths):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        fd = open_regular(pid_file(paths), follow=False)
+        with os.fdopen(fd, "rb") as handle:
+            pid = int(handle.read(32).strip())
+        if pid > 1 and pid != os.getpid():
+            os.kill(pid, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def stop_and_lock(paths: Paths, env: Mapping[str, str]) -> Iterator[None]:
+    """For ``disable``: stop a running worker and hold the lock while in the block.
+
+    Call it *after* writing the new consent. A worker that has not taken the lock yet will
+    find the consent off once it has it; one that holds it is stopped (SIGTERM) and its lock
+    released by the kernel, at most its hard deadline later. So once the block ends, no worker
+    is sending, and none will. Without a lock file no worker has got past its first check.
+    Raises ``StateError`` if the lock cannot be had in that time.
+    """
+    from twentyi_telemetry.errors import StateError
+
+    path = lock_file(paths)
+    if not (path.exists() or path.is_symlink()):
+        yield
+        return
+    _stop_running_worker(paths)
+    try:
+        with locked(paths, timeout=hard_deadline(env) + 1.0) as got:
+            if not got:
+                raise StateError(f"a telemetry worker still holds {path}; try again shortly")
+            yield
+    except OSError as exc:
+        raise StateError(f"cannot lock {path}: {exc.strerror or exc}") from exc
+
+
+def _forget_lock(paths: Paths) -> None:
+    """Remove the lock file and the folders made for it, if telemetry turned off meanwhile."""
+    for path in (pid_file(paths), lock_file(paths)):
+        with contextlib.suppress(OSError):
+            path.unlink()
+    for folder in (paths.cache_dir, paths.cache_dir.parent):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only if empty
+
+
 def run(
     paths: Paths,
     env: Mapping[str, str],
@@ -514,22 +419,37 @@ def run(
     transport: httpx.BaseTransport | None = None,
     attempt_s: float = ATTEMPT_S,
     force: bool = False,
+    rand: RandomSource | None = None,
 ) -> Outcome:
-    """One sender run: lock, check, post the spool once, record the outcome.
+    """One worker run: check, lock, check again, roll over, post the spool once, record.
 
     ``transport`` replaces the network in tests (``httpx.MockTransport``); ``force`` ignores
-    the schedule. Raises ``OSError`` only if the lock itself cannot be taken.
+    the schedule; ``rand`` the roll-over's randomness. With telemetry off nothing is touched,
+    not even the lock. Raises ``OSError`` only if the lock itself cannot be taken.
     """
-    ensure_dir(paths.cache_dir)
-    fd = _try_lock(lock_file(paths))
-    if fd is None:
-        return Outcome("busy")
-    try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        return _run_locked(paths, env, now, transport, attempt_s, force)
-    finally:
-        os.close(fd)
+    first = decide(env, paths.consent_file)
+    if not first.any_on:
+        return Outcome("off", kept=count_spooled(paths), detail=first.source)
+    with locked(paths, timeout=0) as got:
+        if not got:
+            return Outcome("busy")
+        try:
+            with contextlib.suppress(OSError):
+                write_atomic(pid_file(paths), f"{os.getpid()}\n".encode(), durable=False)
+            decision = decide(env, paths.consent_file)
+            if not decision.any_on:  # `disable` came in between: leave nothing behind
+                _forget_lock(paths)
+                return Outcome("off", detail=decision.source)
+            now = datetime.now(UTC) if now is None else now
+            from cli.pipeline import roll_over
+
+            # A failed roll-over costs one period's reports, never the spool already waiting.
+            with contextlib.suppress(Exception):
+                roll_over(paths, decision, now, env, rand)
+            return _run_locked(paths, env, now, transport, attempt_s, force)
+        finally:
+            with contextlib.suppress(OSError):
+                pid_file(paths).unlink()
 
 
 def _run_locked(

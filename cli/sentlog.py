@@ -13,13 +13,15 @@ Format (``sent-log.jsonl`` in the state dir): JSON Lines, oldest first, one obje
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cli.consent import format_time, parse_time
-from cli.errors import StateError
+from twentyi_telemetry.consent import format_time, parse_time
+from twentyi_telemetry.errors import StateError
+from twentyi_telemetry.state import open_regular
 
 __all__ = ["MAX_LOG_BYTES", "SentLog", "SentReport", "encode_entry", "read_sent_log"]
 
@@ -76,7 +78,7 @@ def read_sent_log(path: Path) -> SentLog:
     A missing log is an empty one. Only the last :data:`MAX_LOG_BYTES` are read.
     """
     try:
-        with open(path, "rb") as handle:
+        with os.fdopen(open_regular(path), "rb") as handle:
             handle.seek(0, 2)
             size = handle.tell()
             handle.seek(max(0, size - MAX_LOG_BYTES))

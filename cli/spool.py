@@ -26,7 +26,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from cli.state import SPOOL_SUFFIX, Paths, ensure_dir, read_small, write_atomic
+from twentyi_telemetry.state import SPOOL_SUFFIX, Paths, ensure_dir, read_small, write_atomic
 
 __all__ = [
     "MAX_AGE",

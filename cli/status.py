@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from cli.consent import KINDS, Consent, Decision, decide, shipped_policy_version
 from cli.endpoint import Destination, resolve
 from cli.spool import MAX_AGE, MAX_REPORTS
-from cli.state import Paths, count_spooled
+from twentyi_telemetry.consent import KINDS, Consent, Decision, decide, shipped_policy_version
+from twentyi_telemetry.state import Paths, count_spooled
 
 __all__ = ["STATUS_FORMAT", "delivery", "render_status", "status_document"]
 
@@ -61,6 +61,17 @@ def _notes(decision: Decision, destination: Destination, waiting: int) -> list[s
     return notes
 
 
+def _state_notes(paths: Paths, decision: Decision) -> list[str]:
+    """Host commands never create the state folder (so a purge cannot be undone by one that
+    was still counting): if it is gone while telemetry is on, say that nothing is counted."""
+    if decision.any_on and not paths.state_dir.is_dir():
+        return [
+            f"the telemetry state folder {paths.state_dir} is missing, so nothing is counted;"
+            " run `20i telemetry enable` again to recreate it"
+        ]
+    return []
+
+
 def status_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
     """The status as plain JSON values (stable shape, ``format`` = 1)."""
     decision = decide(env, paths.consent_file, inspect=True)
@@ -95,7 +106,7 @@ def status_document(paths: Paths, env: Mapping[str, str]) -> dict[str, Any]:
         "paths": paths.as_dict(),
         "endpoint": destination.to_dict(),
         "spool": {"waiting": waiting},
-        "notes": _notes(decision, destination, waiting),
+        "notes": _notes(decision, destination, waiting) + _state_notes(paths, decision),
     }
 
 

@@ -1,26 +1,36 @@
 """``20i telemetry``: the commands users run to see and control telemetry.
 
-Thin on purpose: each command parses its options, calls one function of ``cli.consent``,
-``cli.status``, ``cli.disclosure``, ``cli.sentlog`` or ``cli.state``, and echoes the result.
+Thin on purpose: each command parses its options, calls one function of
+``twentyi_telemetry.consent``, ``cli.status``, ``cli.disclosure``, ``cli.sentlog`` or
+``twentyi_telemetry.state``, and echoes the result.
 Nothing here prompts, sends anything or makes a network call; ``disable`` sends nothing, not
 even a farewell. Errors become one line on stderr and a non-zero exit code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import resources
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from cli.consent import NO_CONSENT, Consent, Kind, env_override, read_consent, write_consent
-from cli.errors import CliError, ConsentWriteError
-from cli.state import Paths, ensure_secret, purge
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    Kind,
+    env_override,
+    read_consent,
+    write_consent,
+)
+from twentyi_telemetry.errors import CliError, ConsentWriteError
+from twentyi_telemetry.state import Paths, ensure_secret, purge
 
 __all__ = ["app"]
 
@@ -113,18 +123,32 @@ def enable(
     kind: Kind = "errors" if errors else "usage"
     policy_version, schema_id = _versions()
     consent = _current_consent(paths).decided(kind, True, _now(), policy_version, schema_id)
+    # A failed enable changes nothing on disk: a secret (and folders) made for it go again.
+    missing = [p for p in (paths.state_dir, *paths.state_dir.parents) if not p.exists()]
     _, created = ensure_secret(paths)
+    try:
+        write_consent(paths.consent_file, consent)
+    except CliError:
+        if created:
+            paths.secret_file.unlink(missing_ok=True)
+            for folder in missing:  # innermost first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
     if created:
         typer.echo(f"wrote {paths.secret_file}")
-    write_consent(paths.consent_file, consent)
     typer.echo(f"wrote {paths.consent_file}")
-    label = "Error reports are" if errors else "Usage telemetry is"
+    what = "error reports" if errors else "usage telemetry"
     as_of = consent.kind(kind).as_of
-    typer.echo(f"{label} on as of {as_of:%Y-%m-%d %H:%M} UTC." if as_of else f"{label} on.")
-    typer.echo("See what is collected with `20i telemetry info`; turn it off with `disable`.")
+    since = f" as of {as_of:%Y-%m-%d %H:%M} UTC" if as_of else ""
     override = env_override(os.environ)
-    if override is not None:
-        typer.echo(f"note: {override[1]}, so telemetry stays off in this environment")
+    if override is None:
+        typer.echo(f"{what.capitalize()} {'are' if errors else 'is'} on{since}.")
+    else:  # the consent is recorded, but the environment keeps everything off here
+        typer.echo(
+            f"You opted in to {what}{since}, but it stays off in this environment: {override[1]}."
+        )
+    typer.echo("See what is collected with `20i telemetry info`; turn it off with `disable`.")
 
 
 @app.command()
@@ -138,14 +162,16 @@ def disable(
         bool,
         typer.Option(
             "--purge",
-            help="Also delete every local telemetry file (secret, memo ledger, tally, spool,"
-            " sent log); each removed file is printed.",
+            help="Also delete every local telemetry file (secret, memo ledger, this week's"
+            " counts, spool, sent log) and their folders; each removed file is printed. The"
+            " consent file stays: it records that you said no.",
         ),
     ] = False,
 ) -> None:
     """Opt out of usage and error reports (or, with --errors, error reports only).
 
-    Sends nothing, not even a farewell, and reports already spooled are never sent.
+    Sends nothing, not even a farewell: a report being sent right now is stopped, and
+    reports already spooled are deleted unsent.
     """
     if errors and purge_files:
         raise typer.BadParameter(
@@ -162,16 +188,36 @@ def disable(
         write_consent(paths.consent_file, consent)
         typer.echo(f"wrote {paths.consent_file}")
     except ConsentWriteError as exc:
-        failure = exc  # still purge below, then report it
-    if purge_files:
-        removed = purge(paths)
-        for path in removed:
-            typer.echo(f"removed {path}")
-        if not removed:
-            typer.echo("no local telemetry files to remove")
+        failure = exc  # still stop the worker and purge below, then report it
+    from cli.sender import stop_and_lock
+
+    # A worker that is sending right now is stopped, and none can start sending until we
+    # are done: nothing is sent, and no file comes back, once this command returns.
+    with stop_and_lock(paths, os.environ):
+        removed = purge(paths) if purge_files else _drop_spooled(paths, kinds)
+    for path in removed:
+        typer.echo(f"removed {path}")
+    if purge_files and not removed:
+        typer.echo("no local telemetry files to remove")
     if failure is not None:
         raise failure
     typer.echo("Error reports are off." if errors else "Telemetry is off. Nothing was sent.")
+
+
+def _drop_spooled(paths: Paths, kinds: tuple[Kind, ...]) -> list[Path]:
+    """Delete the spooled reports of the kinds just turned off: they will never be sent."""
+    from cli import spool
+
+    removed = []
+    for name in spool.spool_names(paths):
+        path = paths.spool_dir / name
+        try:
+            kind = spool.load(path).kind
+        except (OSError, ValueError):
+            continue
+        if kind in kinds and spool.remove(path):
+            removed.append(path)
+    return removed
 
 
 @app.command()

@@ -1,9 +1,10 @@
 """deployctl: a small host CLI showing how a Typer app integrates 20i telemetry.
 
-The integration is the one ``tracking.instrument(...)`` line near the end: every command is
-counted in the local period tally when (and only when) the user ran ``20i telemetry enable``.
-With telemetry off it costs one small file read; it never changes this CLI's output or exit
-codes. Run it from the repository root::
+The integration is a guarded import at the top and one ``instrument(...)`` line near the end:
+every command is counted in the local period tally when (and only when) the user ran
+``20i telemetry enable``. With telemetry off it costs one small file read; it never changes
+this CLI's output or exit codes, and with the telemetry package uninstalled this CLI works the
+same. Run it from the repository root::
 
     PYTHONPATH=. python examples/host_cli.py up --replicas 3
 """
@@ -12,7 +13,10 @@ from __future__ import annotations
 
 import typer
 
-from cli import tracking
+try:  # telemetry is optional: without the package, deployctl works exactly the same
+    from twentyi_telemetry import instrument
+except ImportError:
+    instrument = None
 
 __version__ = "1.4.2"
 
@@ -63,7 +67,8 @@ def enabled_modules() -> list[str]:
 
 
 # The whole telemetry integration: one line, after the commands are registered.
-tracking.instrument(app, modules=enabled_modules, version=__version__)
+if instrument is not None:
+    instrument(app, modules=enabled_modules, version=__version__)
 
 
 if __name__ == "__main__":

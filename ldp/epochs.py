@@ -23,6 +23,7 @@ import hmac
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from datetime import date
@@ -48,6 +49,8 @@ WINDOW_WEEKS: Final = 52
 #: that ends this week or next).
 HISTORY_WEEKS: Final = 2 * WINDOW_WEEKS
 _FORMAT: Final = 1
+#: The memo holds one response per field and a few epoch numbers: far below this.
+_MAX_BYTES: Final = 1 << 20
 # Monday of ISO week 1970-W02: week 0 of the absolute week count (1970-01-05).
 _EPOCH_MONDAY: Final = date(1970, 1, 5).toordinal()
 
@@ -122,14 +125,37 @@ class EpochMemo:
         """Where the memo lives (in the user's state directory)."""
         return self._path
 
+    def _read(self) -> bytes | None:
+        """The file's bytes (None if absent), opened without blocking and only if it is a
+        regular file that is not a symbolic link: a FIFO, socket, folder or link loop put at
+        the path must neither hang the reader nor be trusted (DecodeError)."""
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self._path, flags)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise DecodeError(f"epoch memo {self._path} cannot be opened: {exc}") from None
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise DecodeError(f"epoch memo {self._path} is not a regular file")
+            if info.st_size > _MAX_BYTES:
+                raise DecodeError(f"epoch memo {self._path} is over {_MAX_BYTES} bytes")
+            chunks = []
+            while chunk := os.read(fd, _MAX_BYTES + 1):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
     def load(self) -> dict[str, dict[str, Any]]:
         """The memo's fields; an absent file is an empty memo, a damaged one a DecodeError."""
-        try:
-            text = self._path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        data = self._read()
+        if data is None:
             return {}
         try:
-            doc = json.loads(text)
+            doc = json.loads(data)
         except ValueError as exc:
             raise DecodeError(f"epoch memo {self._path} is not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or doc.get("v") != _FORMAT:
@@ -151,11 +177,21 @@ class EpochMemo:
         return fields
 
     def frozen(self, field: str, epoch: int) -> Any | None:
-        """The response frozen for ``field`` in ``epoch``, or None if the epoch has not begun."""
+        """The response frozen for ``field`` in ``epoch``, or None if the epoch has not begun.
+
+        An epoch that the memo says has reported but whose response is missing raises
+        ``DecodeError``: drawing it again could give a second, different answer in one epoch.
+        """
         entry = self.load().get(field)
-        if entry is None or entry["epoch"] != epoch:
+        if entry is None:
             return None
-        return entry.get("response")
+        if entry["epoch"] == epoch:
+            if "response" not in entry:
+                raise DecodeError(f"epoch memo {self._path}: {field!r} lost its response")
+            return entry["response"]
+        if str(epoch) in entry["reported"]:
+            raise DecodeError(f"epoch memo {self._path}: {field!r} lost epoch {epoch}'s response")
+        return None
 
     def commit(self, responses: Mapping[str, tuple[int, Any]], week: int) -> None:
         """Record that this week's report used ``responses`` (field -> (epoch, response))."""
@@ -194,7 +230,7 @@ class EpochMemo:
         payload = json.dumps(
             {"v": _FORMAT, "fields": fields}, sort_keys=True, separators=(",", ":")
         ).encode("utf-8")
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".epochs-", dir=self._path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:

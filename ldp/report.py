@@ -177,8 +177,11 @@ def epoch_responses(
 ) -> dict[str, tuple[int, Any]]:
     """Each epoch field's (epoch, frozen response) for a report of ``kind`` in ``period``.
 
-    The response frozen in ``memo`` for the current epoch wins; otherwise it is drawn from the
-    secret, the field, the epoch and this week's value (so every process draws the same one).
+    The response frozen in ``memo`` for the current epoch wins (a damaged one raises
+    ``DecodeError``: the report stops rather than draw twice in one epoch); otherwise it is
+    drawn from the secret, the field, the epoch and this week's value, so every process draws
+    the same one. The client always passes its memo; without one (simulations, examples with a
+    throwaway secret) a value that changes inside an epoch would draw again.
     An expired field's input is a constant (``other``, or the empty set): its response costs
     nothing and behaves like any other field's; it is left out unless ``include_expired``, so
     that it is never recorded as spend.
@@ -202,10 +205,9 @@ def epoch_responses(
             continue
         frozen = None if memo is None else memo.frozen(spec.name, epoch)
         if frozen is not None:
-            try:
-                randomizer.validate(frozen)
-            except DecodeError:
-                frozen = None  # a damaged memo entry is redrawn, deterministically the same
+            # A damaged entry is never redrawn: the value may have changed since the epoch's
+            # first report, and a second draw in one epoch would break the yearly bound.
+            randomizer.validate(frozen)
         if frozen is None:
             if spec.name not in values:
                 raise ParameterError(f"no value for field {spec.name!r} of kind {kind!r}")

@@ -15,7 +15,6 @@ file names, so files are replaced, never doubled, and no report is skipped.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 from collections.abc import Callable, Iterator, Sequence
@@ -159,18 +158,19 @@ def export(
 def _exclusive(out: Path) -> Iterator[None]:
     """One export at a time per directory: two runs resuming the same pending run would trip
     over each other's temporary files."""
+    import filelock  # flock on POSIX, LockFileEx on Windows; released when a holder dies
+
+    lock = filelock.FileLock(str(out / _LOCK_NAME), timeout=0, mode=0o600)
     try:
-        fd = os.open(out / _LOCK_NAME, os.O_WRONLY | os.O_CREAT, 0o600)
+        lock.acquire()
+    except filelock.Timeout:
+        raise ExportError(f"another export is already writing to {out}") from None
     except OSError as exc:
-        raise ExportError(f"cannot create {out / _LOCK_NAME}: {exc.strerror}") from None
+        raise ExportError(f"cannot create {out / _LOCK_NAME}: {exc.strerror or exc}") from None
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ExportError(f"another export is already writing to {out}") from None
         yield
     finally:
-        os.close(fd)  # closing releases the lock
+        lock.release()
 
 
 def _export(store: Store, out: Path, randbelow: Callable[[int], int]) -> ExportResult:

@@ -7,6 +7,7 @@ not a conftest.py, because ``built_once`` patches Typer's test runner for the `2
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import typer.main
 import typer.testing
 
 from cli.app import app
-from cli.state import Paths
+from twentyi_telemetry.consent import NO_CONSENT, read_consent
+from twentyi_telemetry.state import Paths
+from twentyi_telemetry.tally import Tally, current_tally, iso_period
 
 #: Every variable that can override the user's consent or destination.
 ENV_NAMES = (
@@ -56,3 +59,16 @@ def paths_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
     """Point every user dir at tmp_path, clear the telemetry variables, cd to an empty dir."""
     isolate(tmp_path, monkeypatch, tmp_path)
     return Paths.default()
+
+
+def journal_tally(paths: Paths, now: datetime | None = None) -> Tally | None:
+    """What the journal holds for ``now``'s period (default: this week) under the consent on
+    disk: what ``preview`` would build reports from."""
+    consent = read_consent(paths.consent_file).consent or NO_CONSENT
+    moment = datetime.now(UTC) if now is None else now
+    return current_tally(
+        paths.state_dir,
+        iso_period(moment),
+        consent.usage.as_of if consent.usage.enabled else None,
+        consent.errors.as_of if consent.errors.enabled else None,
+    )

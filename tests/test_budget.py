@@ -198,3 +198,49 @@ class TestEpochMemo:
         memo.commit({"command": (1, [1, 2])}, 10)
         memo.purge()
         assert not memo.path.exists() and memo.load() == {}
+
+
+class TestNoSecondDraw:
+    """A damaged memo stops the report instead of drawing a second answer in one epoch."""
+
+    def test_damaged_response_is_not_redrawn(self, tmp_path: Path) -> None:
+        """An invalid frozen response, or a reported epoch whose response is gone, raises."""
+        schema = _unexpiring(shipped_schema())
+        memo = EpochMemo(tmp_path / "epochs.json")
+        secret = hashlib.sha256(b"damaged").digest()
+        values = {
+            "cli_version": "1.4",
+            "platform": "linux-x86_64",
+            "command": "build",
+            "modules": set(),
+        }
+        period = "2027-W10"
+        responses = epoch_responses(schema, "usage", period, values, secret, memo)
+        memo.commit(responses, week_index(period))
+        doc = json.loads(memo.path.read_text())
+        doc["fields"]["command"]["response"] = [99, 100]
+        memo.path.write_text(json.dumps(doc))
+        changed = {**values, "command": "deploy"}
+        with pytest.raises(DecodeError):
+            epoch_responses(schema, "usage", period, changed, secret, memo)
+        del doc["fields"]["command"]["response"]
+        memo.path.write_text(json.dumps(doc))
+        with pytest.raises(DecodeError):
+            epoch_responses(schema, "usage", period, changed, secret, memo)
+        epoch = responses["command"][0]
+        doc["fields"]["command"] = {"epoch": epoch - 1, "reported": {str(epoch): 1}}
+        memo.path.write_text(json.dumps(doc))
+        with pytest.raises(DecodeError):
+            epoch_responses(schema, "usage", period, changed, secret, memo)
+
+    def test_not_a_regular_file(self, tmp_path: Path) -> None:
+        """A FIFO or a folder at the memo's path is a DecodeError at once, never a hang."""
+        import os
+
+        fifo = tmp_path / "fifo.json"
+        os.mkfifo(fifo)
+        with pytest.raises(DecodeError):
+            EpochMemo(fifo).load()
+        (tmp_path / "dir.json").mkdir()
+        with pytest.raises(DecodeError):
+            EpochMemo(tmp_path / "dir.json").load()

@@ -18,21 +18,31 @@ import typer.testing
 from typer.testing import CliRunner
 
 from cli import status as status_module
-from cli import tracking
 from cli.app import app, main
 from cli.compose import compose, compose_reports, sample_count
-from cli.consent import read_consent
 from cli.sentlog import encode_entry
-from cli.state import SECRET_BYTES, Paths
-from cli.tally import ErrorsTally, Tally, UsageTally, read_tally
 from ldp.budget import per_report_epsilon
+from ldp.envelope import generate_keypair, public_key_to_text
 from ldp.epochs import EpochMemo, week_index
 from ldp.report import decode_report
 from ldp.sampling import HmacSource
 from ldp.schema import shipped_schema
 from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
+from twentyi_telemetry import tracking
+from twentyi_telemetry.consent import read_consent
+from twentyi_telemetry.state import SECRET_BYTES, Paths, ensure_dir
+from twentyi_telemetry.tally import (
+    ErrorsTally,
+    Tally,
+    UsageTally,
+    iso_period,
+    journal_file,
+    journal_periods,
+)
 
 REPO = Path(__file__).resolve().parent.parent
+KEY = public_key_to_text(generate_keypair()[1])
+URL = "https://telemetry.example/"
 COMMANDS = ("status", "enable", "disable", "info", "preview", "log", "policy")
 
 
@@ -85,6 +95,31 @@ class TestEnable:
         result = run("enable", env={"DO_NOT_TRACK": "1"})
         assert result.exit_code == 0 and "stays off in this environment" in result.stdout
         assert run("status", "--json", env={"DO_NOT_TRACK": "1"}).stdout.count('"on": false') == 2
+        # never a line claiming it is on (it said "Usage telemetry is on" first, before)
+        assert " is on" not in result.stdout
+
+    def test_failed_enable_changes_nothing(self, paths: Paths, tmp_path: Path) -> None:
+        """An unwritable config dir: one error line, and no secret or folder left behind."""
+        paths.config_dir.parent.mkdir(parents=True)
+        paths.config_dir.write_text("a file where the config dir should be")
+        before = sorted(tmp_path.rglob("*"))
+        result = run("enable")
+        assert result.exit_code == 1 and "20i: error: " in result.output
+        assert sorted(tmp_path.rglob("*")) == before
+
+    def test_every_folder_is_private(self, paths: Paths) -> None:
+        """Every folder telemetry creates is mode 0700, the 20i folders above ours included
+        (they were 0755)."""
+        run("enable")
+        tracking.record("up", paths=paths, env={})
+        ensure_dir(paths.spool_dir)  # as the worker makes it
+        for folder in (
+            paths.config_dir,
+            paths.state_dir,
+            paths.state_dir.parent,
+            paths.cache_dir.parent,
+        ):
+            assert folder.stat().st_mode & 0o777 == 0o700, folder
 
     def test_never_prompts(self, paths: Paths) -> None:
         """No command reads stdin: with stdin closed they all still finish."""
@@ -141,7 +176,8 @@ class TestDisable:
         (paths.spool_dir / "r1.sealed").write_bytes(b"sealed")
         paths.sent_log.write_bytes(b"{}\n")
         before = set(snapshot(paths.state_dir)) | set(snapshot(paths.cache_dir))
-        assert {str(paths.tally_file), str(paths.secret_file), str(paths.epochs_file)} <= before
+        journal = journal_file(paths.state_dir, iso_period(datetime.now(UTC)))
+        assert {str(journal), str(paths.secret_file), str(paths.epochs_file)} <= before
         result = run("disable", "--purge")
         assert result.exit_code == 0
         removed = {
@@ -151,6 +187,8 @@ class TestDisable:
         }
         assert removed == before
         assert not paths.state_dir.exists() and not paths.cache_dir.exists()
+        # no empty folder survives either: our `20i` folders in the state and cache dirs go too
+        assert not paths.state_dir.parent.exists() and not paths.cache_dir.parent.exists()
         assert read_consent(paths.consent_file).consent is not None  # the opt-out stays
 
     def test_purge_with_nothing(self, paths: Paths) -> None:
@@ -305,16 +343,65 @@ class TestPreview:
         before = snapshot(paths.state_dir.parent.parent)
         document = run_json("preview")
         assert snapshot(paths.state_dir.parent.parent) == before
-        assert set(document) == {"format", "period", "on", "reports", "notes"}
+        assert set(document) == {"format", "period", "on", "delivery", "reports", "notes"}
         schema = shipped_schema()
         assert [r["kind"] for r in document["reports"]] == ["usage", "errors"]
         for report in document["reports"]:
-            assert set(report) == {"kind", "period", "bytes", "plaintext", "report"}
+            assert set(report) == {"kind", "period", "bytes", "plaintext", "report", "values"}
             decoded = decode_report(report["plaintext"].encode(), {schema.id: schema})
             assert decoded.period == document["period"] == report["period"]
             assert report["bytes"] == len(report["plaintext"])
         assert document["notes"] == []
         assert "Nothing was sent" in run("preview").stdout
+
+    @pytest.mark.parametrize(
+        ("env", "delivery", "says"),
+        [
+            ({}, "discard", "Nothing will be sent: no analyzer key is configured"),
+            ({"TWENTYI_TELEMETRY_PUBLIC_KEY": KEY}, "spool", "kept on this machine until"),
+            (
+                {"TWENTYI_TELEMETRY_PUBLIC_KEY": KEY, "TWENTYI_TELEMETRY_ENDPOINT": URL},
+                "send",
+                "sealed to the analyzer's key and sent",
+            ),
+        ],
+    )
+    def test_says_what_will_really_happen(
+        self, paths: Paths, env: dict[str, str | None], delivery: str, says: str
+    ) -> None:
+        """preview agrees with status on the week's fate (it said "would be sealed and sent"
+        while status said the week would be discarded for want of a key)."""
+        run("enable")
+        tracking.record("up", env={}, paths=paths)
+        status = json.loads(run("status", "--json", env=env).stdout)
+        document = json.loads(run("preview", "--json", env=env).stdout)
+        assert document["delivery"] == status["delivery"] == delivery
+        text = " ".join(run("preview", env=env).stdout.split())
+        assert says in text and "would be sealed and sent" not in text
+
+    def test_plain_words_and_value_names(self, paths: Paths) -> None:
+        """preview leads with a plain paragraph and names the values each field points at;
+        info leads with plain words before its table, numbers taken from the document."""
+        run("enable")
+        tracking.record("up", modules=["docker"], env={}, paths=paths)
+        document = run_json("preview")
+        [report] = document["reports"]
+        schema = shipped_schema()
+        for spec in schema.kind("usage").fields:
+            names = report["values"][spec.name]
+            assert set(names) <= set(spec.domain)
+            wire = report["report"]["fields"][spec.name]
+            if spec.kind == "categorical":  # ss: the index list, by name
+                assert names == [spec.domain[i] for i in wire]
+        text = run("preview").stdout
+        assert text.startswith("This is what this week")
+        assert "the randomized fields point at:" in text
+        info = run("info").stdout
+        doc = run_json("info")
+        plain, technical = info.split("Technical details", 1)
+        per_report = doc["kinds"][0]["epsilon"]["per_report"]
+        assert f"epsilon = {per_report:.2f}" in " ".join(plain.split())
+        assert "p*" not in plain and "ss" not in plain.split() and "p*" in technical
 
     def test_off_produces_nothing(self, paths: Paths) -> None:
         """With telemetry off there is no report to preview, and it says why."""
@@ -463,4 +550,18 @@ class TestNotCounted:
         run("enable")
         for command in ("status", "info", "preview", "log", "policy"):
             run(command)
-        assert read_tally(paths.tally_file) is None
+        assert journal_periods(paths.state_dir) == {}
+
+
+class TestHelpFlags:
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_flags_render_as_users_type_them(self, command: str) -> None:
+        """`--help` shows a flag as it is typed (`--json`), never with a value placeholder
+        such as `--json <bool>`, which typing would make an error."""
+        result = run(command, "--help")
+        assert result.exit_code == 0
+        assert "<bool>" not in result.stdout and "BOOLEAN" not in result.stdout
+        for line in result.stdout.splitlines():
+            for flag in ("--json", "--errors", "--purge"):
+                if line.strip().startswith(flag):
+                    assert line.strip().split()[0] == flag, line

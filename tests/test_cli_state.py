@@ -14,13 +14,17 @@ import typer.main
 import typer.testing
 from typer.testing import CliRunner
 
-from cli import state as state_module
-from cli import tracking
 from cli.app import app, main
-from cli.state import Paths
-from cli.tally import read_tally
 from ldp.envelope import fingerprint, generate_keypair, public_key_to_text
-from tests.cli_support import ENV_NAMES, built_once_fixture, isolate  # noqa: F401 - fixtures
+from tests.cli_support import (  # noqa: F401 - fixtures
+    ENV_NAMES,
+    built_once_fixture,
+    isolate,
+    journal_tally,
+)
+from twentyi_telemetry import state as state_module
+from twentyi_telemetry import tracking
+from twentyi_telemetry.state import Paths
 
 EVERY_COMMAND = (
     ["enable"],
@@ -68,7 +72,7 @@ class TestStateLocation:
         for args in EVERY_COMMAND[:2]:
             assert run(*args).exit_code == 0
         tracking.record("up", modules=["docker"], version="1.4.0")
-        assert read_tally(Paths.default().tally_file) is not None
+        assert journal_tally(Paths.default()) is not None
         for args in EVERY_COMMAND[2:]:
             result = run(*args)
             assert result.exit_code == 0, (args, result.output)
@@ -208,7 +212,14 @@ class TestEndpointConfig:
     @pytest.mark.parametrize(
         ("env", "problem"),
         [
-            ({"TWENTYI_TELEMETRY_ENDPOINT": "ftp://x"}, "must be an http:// or https:// URL"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "ftp://x"}, "must be an https:// URL"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "https://t.example:99999/"}, "port must be in"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "https://t.example:0/"}, "port must be in"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "https://t.example:/"}, "port must be in"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "https://u:pw@t.example/"}, "user or password"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "https://u@t.example/"}, "user or password"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "http://t.example/"}, "must be https://"),
+            ({"TWENTYI_TELEMETRY_ENDPOINT": "http://10.0.0.1:8020/"}, "must be https://"),
             ({"TWENTYI_TELEMETRY_PUBLIC_KEY": "20i-pk1:nope"}, "public key from"),
         ],
     )
@@ -217,6 +228,21 @@ class TestEndpointConfig:
         endpoint = status(env)["endpoint"]
         assert isinstance(endpoint, dict) and endpoint["configured"] is False
         assert any(problem in p for p in endpoint["problems"])
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://t.example/",
+            "https://t.example:8443/telemetry",
+            "http://127.0.0.1:8020/",
+            "http://localhost:8020/",
+            "http://[::1]:8020/v1/reports",
+        ],
+    )
+    def test_valid_endpoints_are_accepted(self, work: Path, url: str) -> None:
+        """https anywhere, http only to this machine, any port in range."""
+        endpoint = status({"TWENTYI_TELEMETRY_ENDPOINT": url})["endpoint"]
+        assert isinstance(endpoint, dict) and endpoint["url"] == url, endpoint["problems"]
 
     def test_garbled_user_config(self, work: Path) -> None:
         """A garbled user config is reported and sends nothing; status still exits 0."""

@@ -10,15 +10,20 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cli import tracking
 from cli.app import app
-from cli.consent import NO_CONSENT, write_consent
 from cli.endpoint import load_defaults
 from cli.spool import MAX_REPORTS
-from cli.state import Paths, count_spooled
-from cli.tally import ErrorsTally, Tally, UsageTally, read_tally, write_tally
 from ldp.envelope import generate_keypair, public_key_to_text
-from tests.cli_support import ENV_NAMES, built_once_fixture, paths_fixture  # noqa: F401 - fixtures
+from tests.cli_support import (  # noqa: F401 - fixtures
+    ENV_NAMES,
+    built_once_fixture,
+    journal_tally,
+    paths_fixture,
+)
+from twentyi_telemetry import tracking
+from twentyi_telemetry.consent import NO_CONSENT, write_consent
+from twentyi_telemetry.state import Paths, count_spooled
+from twentyi_telemetry.tally import ErrorsTally, Tally, UsageTally, write_tally
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 NOW = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 2026-W49: week 2026-W48 of T0 has ended
@@ -46,6 +51,7 @@ def set_consent(paths: Paths, state: str) -> None:
     if state == "disabled":
         consent = consent.decided("usage", False, T0, POLICY, None)
     write_consent(paths.consent_file, consent)
+    paths.state_dir.mkdir(parents=True, exist_ok=True)  # as `enable` leaves it
 
 
 def write_old_policy(paths: Paths) -> None:
@@ -69,7 +75,7 @@ def finished_tally() -> Tally:
 def expected(
     state: str, dnt: str | None, kill: str | None, ci: str | None
 ) -> tuple[str, bool, bool]:
-    """The rule of issue 5, written out independently of cli.consent."""
+    """The rule of issue 5, written out independently of twentyi_telemetry.consent."""
     if dnt is not None and dnt.strip().lower() not in {"", "0", "false", "no", "off"}:
         return ("DO_NOT_TRACK", False, False)
     if kill == "0":
@@ -251,7 +257,7 @@ class TestPolicyChanged:
         tracking.record("up", modules=["docker"], error="network", env=env, paths=paths, now=NOW)
         assert paths.tally_file.read_bytes() == before  # neither counted nor rolled over
         assert count_spooled(paths) == 0 and not paths.epochs_file.exists()
-        assert sorted(p.name for p in paths.state_dir.iterdir()) == ["tally.json"]
+        assert sorted(p.name for p in paths.state_dir.iterdir()) == ["tally.json"]  # no journal
         assert not paths.cache_dir.exists()
 
     def test_enable_accepts_the_new_policy(self, paths: Paths) -> None:
@@ -266,7 +272,7 @@ class TestPolicyChanged:
         assert as_of > T0
         assert document["consent_file"]["policy_version"] == CURRENT_POLICY
         tracking.record("up", env=dict(os.environ), paths=paths, now=datetime.now(UTC))
-        tally = read_tally(paths.tally_file)
+        tally = journal_tally(paths)
         assert tally is not None and tally.usage is not None
         assert tally.usage.commands == {"up": 1}
 
@@ -334,3 +340,14 @@ class TestDelivery:
         """With telemetry off nothing is delivered, whatever is configured."""
         set_consent(paths, "disabled")
         assert self.status({"TWENTYI_TELEMETRY_PUBLIC_KEY": key})["delivery"] == "off"
+
+
+class TestStateFolder:
+    def test_missing_state_folder_is_noted(self, paths: Paths) -> None:
+        """With telemetry on but the state folder gone, status says nothing is counted."""
+        assert CliRunner().invoke(app, ["telemetry", "enable"]).exit_code == 0
+        for child in paths.state_dir.iterdir():
+            child.unlink()
+        paths.state_dir.rmdir()
+        document = json.loads(CliRunner().invoke(app, ["telemetry", "status", "--json"]).stdout)
+        assert any("is missing, so nothing is counted" in n for n in document["notes"])

@@ -1,4 +1,4 @@
-"""Tests for cli.consent: the consent file and the precedence rules, below the CLI."""
+"""Tests for twentyi_telemetry.consent: the consent file and the precedence rules, below the CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cli import consent as consent_module
-from cli.consent import (
+from cli.endpoint import load_defaults
+from twentyi_telemetry import consent as consent_module
+from twentyi_telemetry.consent import (
     NO_CONSENT,
     SOURCES,
     Consent,
@@ -22,8 +23,7 @@ from cli.consent import (
     shipped_policy_version,
     write_consent,
 )
-from cli.endpoint import load_defaults
-from cli.errors import ConsentWriteError
+from twentyi_telemetry.errors import ConsentWriteError
 
 T0 = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 TRUTHY = ["1", "true", "TRUE", "yes", "on", "anything", " 1 "]

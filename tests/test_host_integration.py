@@ -10,14 +10,15 @@ import json
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from cli.consent import NO_CONSENT, shipped_policy_version, write_consent
-from cli.tally import Tally
+from twentyi_telemetry.consent import NO_CONSENT, shipped_policy_version, write_consent
+from twentyi_telemetry.tally import Tally, fold_journal
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
@@ -55,6 +56,8 @@ def environment(root: Path, scenario: str) -> dict[str, str]:
     if scenario != "off":
         consent = NO_CONSENT.decided("usage", True, T0, POLICY, None)
         write_consent(consent_file, consent.decided("errors", True, T0, POLICY, None))
+        if scenario not in {"state-unwritable", "config-unwritable"}:  # as `enable` leaves it
+            (dirs["state"] / "20i" / "telemetry").mkdir(parents=True)
     if scenario == "config-unwritable":
         # As root, chmod cannot stop us: a regular file where the config dir goes can.
         consent_file.unlink()
@@ -63,10 +66,9 @@ def environment(root: Path, scenario: str) -> dict[str, str]:
         env["XDG_CONFIG_HOME"] = str(blocker)
     elif scenario == "state-corrupt":
         state = dirs["state"] / "20i" / "telemetry"
-        state.mkdir(parents=True)
         (state / "tally.json").write_bytes(b"\x00{not a tally")
         (state / "secret").write_bytes(b"too short")
-        (state / "ledger.json").write_text("[")
+        (state / "epochs.json").write_text("[")
     elif scenario == "state-unwritable":
         dirs["state"].write_text("a file where the state dir should be")
     return env
@@ -126,8 +128,10 @@ class TestHostIntegration:
         """With consent, the tally counts each command run and how it ended."""
         roots = outcomes["roots"]
         assert isinstance(roots, dict)
-        tally_file = roots["on"] / "state" / "20i" / "telemetry" / "tally.json"
-        tally = Tally.from_json(tally_file.read_bytes())
+        state = roots["on"] / "state" / "20i" / "telemetry"
+        [journal] = state.glob("journal-*.jsonl")
+        tally = Tally(journal.name[8:16], 1)
+        fold_journal(tally, journal.read_bytes(), T0, T0)
         assert tally.usage is not None and tally.errors is not None
         assert tally.usage.commands == {"up": 1, "status": 1, "down": 1}
         assert tally.usage.modules == ["docker", "git"] and tally.usage.cli_version == "1.4"
@@ -172,3 +176,107 @@ class TestHostIntegration:
         )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+# --- removable, and never shadowed ----------------------------------------------------------
+
+#: Runs the host with our packages made impossible to import, as after `pip uninstall`.
+UNINSTALLED = """
+import importlib.abc, runpy, sys
+
+class Uninstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"twentyi_telemetry", "cli", "ldp", "server_agg"}:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, Uninstalled())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+class TestRemovable:
+    """The documented integration works unchanged without the package, and our import name
+    cannot be shadowed by a host's own modules."""
+
+    def test_host_runs_with_the_package_uninstalled(
+        self, outcomes: dict[str, object], tmp_path: Path
+    ) -> None:
+        """Uninstalled: same output and exit codes as with telemetry off (it was exit 1 with
+        ModuleNotFoundError before)."""
+        results, envs = outcomes["results"], outcomes["envs"]
+        assert isinstance(results, dict) and isinstance(envs, dict)
+        for command in COMMANDS:
+            result = subprocess.run(
+                [sys.executable, "-c", UNINSTALLED, str(HOST), *command],
+                capture_output=True,
+                text=True,
+                env=envs["on"],
+                cwd=tmp_path,
+                timeout=60,
+                check=False,
+            )
+            assert (result.returncode, result.stdout) == results[("off", command)][:2]
+
+    def test_a_host_owned_cli_module_changes_nothing(self, tmp_path: Path) -> None:
+        """A host with its own ``cli.py`` next to it still counts (it got ImportError before),
+        never has its ``cli`` imported by telemetry, and its worker still rolls weeks over."""
+        host_dir = tmp_path / "host"
+        host_dir.mkdir()
+        (host_dir / "host_cli.py").write_text(HOST.read_text())
+        marker = tmp_path / "host-cli-imported"
+        (host_dir / "cli.py").write_text(
+            f"from pathlib import Path\nPath({str(marker)!r}).write_text('imported')\n"
+        )
+        env = environment(tmp_path / "root", "on")
+        env["TWENTYI_TELEMETRY_PUBLIC_KEY"] = "20i-pk1:" + "A" * 43
+        state = tmp_path / "root" / "state" / "20i" / "telemetry"
+        last_week = Tally("2026-W01", 1)
+        (state / "tally.json").write_bytes(last_week.to_json())
+        result = subprocess.run(
+            [sys.executable, str(host_dir / "host_cli.py"), "up"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert len(list(state.glob("journal-*.jsonl"))) == 1  # counted
+        assert not marker.exists()  # the host's cli module was never imported by us
+        # The worker (started by that command, isolated) ran our cli.sender: it claimed and
+        # cleared last week's tally even though the host's folder has a cli.py.
+        deadline = time.monotonic() + 30
+        while (state / "tally.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (state / "tally.json").exists()
+        assert not marker.exists()
+
+
+class TestFrozenHost:
+    def test_frozen_host_counts_and_never_reruns_itself(self, tmp_path: Path) -> None:
+        """A simulated frozen app (``sys.frozen`` set, ``sys.executable`` its own binary, here
+        a script that notes being run): the first command of a week is counted and starts no
+        process at all (before, it re-ran the host binary with ``-P -m cli.sender``)."""
+        binary = tmp_path / "frozen-host"
+        ran = tmp_path / "host-binary-ran"
+        binary.write_text(f"#!/bin/sh\ntouch {ran}\n")
+        binary.chmod(0o755)
+        env = environment(tmp_path / "root", "on")
+        code = (
+            "import sys\n"
+            f"sys.frozen = True\nsys.executable = {str(binary)!r}\n"
+            "from twentyi_telemetry import record\n"
+            "record('up')\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        state = tmp_path / "root" / "state" / "20i" / "telemetry"
+        assert len(list(state.glob("journal-*.jsonl"))) == 1  # counted, first of its week
+        time.sleep(0.5)  # a worker would have been started by now
+        assert not ran.exists()
+        assert not (tmp_path / "root" / "cache" / "20i" / "telemetry" / "sender.lock").exists()

@@ -26,12 +26,12 @@ from platformdirs.windows import Windows
 
 from cli import sentlog, spool
 from cli.endpoint import load_defaults
-from cli.state import APP_NAME, SUBDIR
 from cli.telemetry import app as telemetry_app
 from ldp.amplification import central_epsilon
 from ldp.budget import per_report_epsilon, year_budget
 from ldp.epochs import epochs_touched
 from ldp.schema import shipped_schema
+from twentyi_telemetry.state import APP_NAME, SUBDIR
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "epsilon_budget.ipynb"
@@ -243,7 +243,7 @@ class TestPrivacyPolicy:
     def test_environment_variables(self) -> None:
         """The environment switches and endpoint overrides named are the CLI's."""
         from cli.endpoint import ENV_ENDPOINT, ENV_PUBLIC_KEY
-        from cli.environment import ENV_CI, ENV_DO_NOT_TRACK, ENV_KILL_SWITCH
+        from twentyi_telemetry.environment import ENV_CI, ENV_DO_NOT_TRACK, ENV_KILL_SWITCH
 
         for name in (ENV_DO_NOT_TRACK, ENV_KILL_SWITCH, ENV_CI, ENV_ENDPOINT, ENV_PUBLIC_KEY):
             assert f"`{name}" in self.text, name

@@ -3,12 +3,10 @@ test_sender_e2e.py): what is reported, when, sealed to whom, at most once, and w
 
 from __future__ import annotations
 
-import fcntl
-import io
 import json
-import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,13 +15,33 @@ import httpx
 import pytest
 
 from cli import pipeline, sender, spool
-from cli.consent import NO_CONSENT, Consent, Decision, decide, shipped_policy_version, write_consent
-from cli.state import Paths, load_secret
-from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
 from ldp.envelope import generate_keypair, open_sealed, public_key_to_text
 from ldp.report import decode_report
 from ldp.sampling import SystemSource
 from ldp.schema import shipped_schema
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    Decision,
+    decide,
+    format_time,
+    shipped_policy_version,
+    write_consent,
+)
+from twentyi_telemetry.state import Paths, load_secret
+from twentyi_telemetry.tally import (
+    ErrorsTally,
+    Tally,
+    UsageTally,
+    append_entry,
+    current_tally,
+    encode_entry,
+    iso_period,
+    journal_file,
+    journal_periods,
+    read_tally,
+    write_tally,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # Monday of 2026-W49
@@ -192,16 +210,14 @@ class TestRollOver:
                 assert b'"fields"' not in path.read_bytes(), path
 
     def test_unusable_cache_dir_breaks_nothing(self, tmp_path: Path, env: dict[str, str]) -> None:
-        """A cache dir that cannot exist: no exception, nothing spooled, nothing spent."""
+        """A cache dir that cannot exist: nothing spooled, nothing spent, journal kept."""
         blocker = tmp_path / "blocker"
         blocker.write_text("a file where the cache dir should be")
         paths = Paths(tmp_path / "config", tmp_path / "state", blocker / "cache")
         decision = setup(paths, env)
-        spawned: list[Paths] = []
-        pipeline.maybe_roll_over(
-            paths=paths, decision=decision, now=NOW, env=env, spawn=lambda p, e: spawned.append(p)
-        )
-        assert spool.spool_names(paths) == [] and spawned == []
+        with pytest.raises(OSError):
+            pipeline.roll_over(paths, decision, NOW, env)
+        assert spool.spool_names(paths) == []
         assert not pipeline.reported_file(paths).exists() and not paths.epochs_file.exists()
 
     @pytest.mark.parametrize("case", ["too-old", "other-schema"])
@@ -217,105 +233,125 @@ class TestRollOver:
         assert read_tally(paths.tally_file) is None and spool.spool_names(paths) == []
 
 
-class TestStartSender:
-    def run(
-        self, paths: Paths, env: dict[str, str], decision: Decision, now: datetime = NOW
-    ) -> tuple[list[Paths], str]:
-        spawned: list[Paths] = []
-        err = io.StringIO()
-        pipeline.maybe_roll_over(
-            paths=paths,
-            decision=decision,
-            now=now,
-            env=env,
-            spawn=lambda p, e: spawned.append(p),
-            stderr=err,
+def append(paths: Paths, period: str, command: str, as_of: datetime = AS_OF) -> None:
+    """One host command's journal line, as ``twentyi_telemetry.tracking`` appends it."""
+    usage = (format_time(as_of), command, ["docker"], "1.4")
+    append_entry(paths.state_dir, period, encode_entry(usage, (format_time(as_of), "none")))
+
+
+class Captured:
+    """Records the tallies the roll-over builds reports from (the counts that were kept)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tallies: list[Tally] = []
+        real = pipeline._roll_over
+
+        def spy(paths: Paths, decision: Decision, tally: Tally, *args: Any) -> list[Path]:
+            self.tallies.append(Tally.from_json(tally.to_json()))
+            return real(paths, decision, tally, *args)
+
+        monkeypatch.setattr(pipeline, "_roll_over", spy)
+
+    def count(self, period: str) -> int:
+        return sum(
+            sum(t.usage.commands.values())
+            for t in self.tallies
+            if t.period == period and t.usage is not None
         )
-        return spawned, err.getvalue()
 
-    def test_roll_over_starts_the_sender(self, paths: Paths, env: dict[str, str]) -> None:
-        """The command that rolls the week over starts the sender, once, and prints nothing."""
-        spawned, err = self.run(paths, env, setup(paths, env))
-        assert spawned == [paths] and err == ""
 
-    def test_not_due_or_empty_starts_nothing(self, paths: Paths, env: dict[str, str]) -> None:
-        """No sender for an empty spool, nor during the backoff after a failed attempt."""
-        decision = setup(paths, env, t=tally(period=iso_period(NOW)))
-        assert self.run(paths, env, decision)[0] == []
-        write_tally(paths.tally_file, tally())
-        sender.write_schedule(paths, sender.Schedule(NOW, NOW + timedelta(hours=6), 1))
-        assert self.run(paths, env, decision)[0] == []
-        assert len(spool.spool_names(paths)) == 2  # rolled over, waiting for the backoff
-        assert self.run(paths, env, decision, NOW + timedelta(hours=6))[0] == [paths]
+class TestJournalRollOver:
+    """Finished periods' journals become reports; no count is lost or counted twice."""
 
-    def test_running_sender_is_not_doubled(self, paths: Paths, env: dict[str, str]) -> None:
-        """While a sender holds the lock, host commands start no other."""
-        paths.cache_dir.mkdir(parents=True)
-        fd = os.open(sender.lock_file(paths), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            assert self.run(paths, env, setup(paths, env))[0] == []
-        finally:
-            os.close(fd)
-        assert self.run(paths, env, decide(env, paths.consent_file))[0] == [paths]
-
-    def test_debug_prints_and_starts_nothing(
-        self, paths: Paths, env: dict[str, str], keys: tuple[Any, str]
+    def test_finished_journal_is_reported_and_deleted(
+        self, paths: Paths, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """TWENTYI_TELEMETRY_DEBUG=1 prints each report exactly as sealed, and sends nothing."""
-        debug = {**env, "TWENTYI_TELEMETRY_DEBUG": "1"}
-        spawned, err = self.run(paths, debug, setup(paths, debug))
-        assert spawned == []
-        entries = [spool.load(paths.spool_dir / n) for n in spool.spool_names(paths)]
-        assert len(entries) == 2
-        assert "nothing is sent" in err and "http://127.0.0.1:9/v1/reports" in err
-        for entry in entries:
-            assert open_sealed(entry.sealed, keys[0]).decode() in err
+        """Last week's journal is claimed, reported and deleted; this week's is untouched."""
+        write_consent(paths.consent_file, consent())
+        paths.state_dir.mkdir(parents=True)
+        for command in ("up", "up", "status"):
+            append(paths, LAST_WEEK, command)
+        append(paths, iso_period(NOW), "down")
+        captured = Captured(monkeypatch)
+        written = pipeline.roll_over(paths, decide(env, paths.consent_file), NOW, env)
+        assert len(written) == 2 and captured.count(LAST_WEEK) == 3
+        assert list(journal_periods(paths.state_dir)) == [iso_period(NOW)]
 
-    def test_never_raises(self, paths: Paths, env: dict[str, str]) -> None:
-        """A spawner that fails, or a garbled tally, never reaches the host."""
+    def test_lines_from_before_the_consent_are_not_reported(
+        self, paths: Paths, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Lines counted under an earlier consent (before a re-opt-in) are dropped."""
+        write_consent(paths.consent_file, consent())
+        paths.state_dir.mkdir(parents=True)
+        append(paths, LAST_WEEK, "up", as_of=AS_OF - timedelta(days=30))
+        append(paths, LAST_WEEK, "status")
+        captured = Captured(monkeypatch)
+        pipeline.roll_over(paths, decide(env, paths.consent_file), NOW, env)
+        assert captured.count(LAST_WEEK) == 1
 
-        def broken(p: Paths, e: object) -> None:
-            raise OSError("no fork for you")
+    def test_late_lines_are_carried_over(
+        self, paths: Paths, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A count that reaches a week's journal after the week was reported is not dropped:
+        it moves to the current week."""
+        write_consent(paths.consent_file, consent())
+        paths.state_dir.mkdir(parents=True)
+        append(paths, LAST_WEEK, "up")
+        decision = decide(env, paths.consent_file)
+        assert len(pipeline.roll_over(paths, decision, NOW, env)) == 2
+        append(paths, LAST_WEEK, "status")  # a command that finished a moment too late
+        assert pipeline.roll_over(paths, decision, NOW + timedelta(minutes=1), env) == []
+        current = current_tally(paths.state_dir, iso_period(NOW), AS_OF, AS_OF)
+        assert current is not None and current.usage is not None
+        assert current.usage.commands == {"status": 1}
+        assert list(journal_periods(paths.state_dir)) == [iso_period(NOW)]
 
-        decision = setup(paths, env)
-        pipeline.maybe_roll_over(paths=paths, decision=decision, now=NOW, env=env, spawn=broken)
-        paths.tally_file.write_bytes(b"\x00garbage")
-        pipeline.maybe_roll_over(paths=paths, decision=decision, now=NOW, env=env, spawn=broken)
-        assert len(spool.spool_names(paths)) == 2
+    def test_claimed_leftovers_of_a_crashed_worker_are_reported_once(
+        self, paths: Paths, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker that died after claiming a journal: the next run reports its lines."""
+        write_consent(paths.consent_file, consent())
+        paths.state_dir.mkdir(parents=True)
+        append(paths, LAST_WEEK, "up")
+        journal = journal_file(paths.state_dir, LAST_WEEK)
+        journal.rename(journal.with_name(f"journal-{LAST_WEEK}.0123456789abcdef.claimed"))
+        captured = Captured(monkeypatch)
+        assert len(pipeline.roll_over(paths, decide(env, paths.consent_file), NOW, env)) == 2
+        assert captured.count(LAST_WEEK) == 1 and journal_periods(paths.state_dir) == {}
 
-
-class TestHostPath:
-    def test_no_heavy_imports_without_roll_over(self, paths: Paths, env: dict[str, str]) -> None:
-        """With a current tally and an empty spool, the check imports no ldp, httpx or crypto."""
-        setup(paths, env, t=tally(period=iso_period(datetime.now(UTC))))
-        probe = (
-            "import json, sys\n"
-            "from datetime import UTC, datetime\n"
-            "from cli.consent import decide\n"
-            "from cli.pipeline import maybe_roll_over\n"
-            "from cli.state import Paths\n"
-            "paths = Paths(*map(__import__('pathlib').Path, sys.argv[1:4]))\n"
-            "decision = decide({}, paths.consent_file)\n"
-            "maybe_roll_over(paths=paths, decision=decision, now=datetime.now(UTC), env={})\n"
-            "heavy = {'ldp', 'httpx', 'cryptography', 'numpy', 'subprocess'}\n"
-            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & heavy)))\n"
+    def test_parallel_commands_across_a_roll_over_lose_no_count(
+        self, paths: Paths, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Four processes each count 60 commands, alternating last week and this week, while
+        the roll-over runs over and over: every count ends up reported or in this week."""
+        write_consent(paths.consent_file, consent())
+        paths.state_dir.mkdir(parents=True)
+        code = (
+            "import sys\n"
+            "from datetime import datetime, timedelta\n"
+            "from pathlib import Path\n"
+            "from twentyi_telemetry import tracking, worker\n"
+            "from twentyi_telemetry.state import Paths\n"
+            "worker.start = lambda paths, env: None\n"
+            "p = Paths(*map(Path, sys.argv[1:4]))\n"
+            "now = datetime.fromisoformat(sys.argv[4])\n"
+            "for i in range(60):\n"
+            "    when = now - timedelta(weeks=1) if i % 2 else now\n"
+            "    tracking.record('up', paths=p, env={}, now=when)\n"
         )
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                probe,
-                *map(str, (paths.config_dir, paths.state_dir, paths.cache_dir)),
-            ],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        assert json.loads(result.stdout) == []
+        argv = [sys.executable, "-c", code, *map(str, (paths.config_dir, paths.state_dir))]
+        argv += [str(paths.cache_dir), NOW.isoformat()]
+        captured = Captured(monkeypatch)
+        decision = decide(env, paths.consent_file)
+        procs = [subprocess.Popen(argv, cwd=REPO) for _ in range(4)]
+        deadline = time.monotonic() + 60
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            pipeline.roll_over(paths, decision, NOW, env)
+        assert all(p.wait(timeout=60) == 0 for p in procs)
+        pipeline.roll_over(paths, decision, NOW, env)
+        current = current_tally(paths.state_dir, iso_period(NOW), AS_OF, AS_OF)
+        assert current is not None and current.usage is not None
+        assert captured.count(LAST_WEEK) + sum(current.usage.commands.values()) == 4 * 60
 
 
 class TestPolicyChange:

@@ -40,3 +40,25 @@ class TestLdpPublicApi:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == "False"
+
+
+class TestHostPublicApi:
+    """``twentyi_telemetry`` is the one module hosts import, with a deliberate surface."""
+
+    def test_all_is_sorted_and_exact(self) -> None:
+        """``__all__`` is sorted and names exactly the host integration."""
+        package = importlib.import_module("twentyi_telemetry")
+        assert list(package.__all__) == ["default_error_category", "instrument", "record"]
+        assert all(callable(getattr(package, name)) for name in package.__all__)
+
+    def test_importing_it_imports_nothing_of_ours_but_itself(self) -> None:
+        """A host importing it loads no ``cli``, ``ldp`` or ``server_agg`` module (they could
+        collide with the host's own modules of those names)."""
+        code = (
+            "import sys, twentyi_telemetry\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in"
+            " {'cli', 'ldp', 'server_agg'}))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[]"

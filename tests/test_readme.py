@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +113,42 @@ class TestReadme:
         assert proc.returncode == 0, stderr
         for field in ("cli_version", "platform", "os", "arch", "command", "modules"):
             assert field in stdout
+
+
+class TestReadmeIntegration:
+    """The README's integration snippet works as written, installed or not."""
+
+    SETUP = (
+        "import sys, typer\n"
+        "app = typer.Typer()\n"
+        "@app.command()\n"
+        "def up() -> None:\n"
+        "    print('up')\n"
+        "@app.command()\n"
+        "def down() -> None:\n"
+        "    print('down')\n"
+        "enabled_modules = ['docker']\n"
+        "__version__ = '1.4.2'\n"
+    )
+    BLOCK = (
+        "import importlib.abc\n"
+        "class Gone(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'twentyi_telemetry':\n"
+        "            raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, Gone())\n"
+    )
+
+    @pytest.mark.parametrize("installed", [True, False])
+    def test_snippet_runs(self, isolated_env: dict[str, str], installed: bool) -> None:
+        """The snippet instruments the app when the package is there, and is a no-op when it
+        is not; the app runs the same either way."""
+        [snippet] = blocks("python")
+        code = self.SETUP + ("" if installed else self.BLOCK) + snippet
+        code += "cb = app.registered_commands[0].callback\n"
+        code += "print(getattr(cb, '__twentyi_tracked__', False))\napp(['up'])\n"
+        result = subprocess.run(
+            [sys.executable, "-c", code], env=isolated_env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.split() == [str(installed), "up"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,11 +19,18 @@ import httpx
 import pytest
 
 from cli import sender, spool
-from cli.consent import NO_CONSENT, Consent, decide, shipped_policy_version, write_consent
 from cli.endpoint import resolve
 from cli.sentlog import MAX_LOG_BYTES, read_sent_log
-from cli.state import Paths
 from ldp.envelope import generate_keypair, open_sealed, public_key_to_text
+from twentyi_telemetry import worker
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    decide,
+    shipped_policy_version,
+    write_consent,
+)
+from twentyi_telemetry.state import Paths
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
@@ -281,13 +287,14 @@ class TestConsentAtSendTime:
     def test_disable_drops_spooled_reports(
         self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str]
     ) -> None:
-        """After `disable`, spooled reports are never sent: the sender deletes them unsent."""
+        """After `disable`, spooled reports are never sent, and the worker touches nothing
+        (`disable` itself deletes them, under the lock)."""
         put(opted_in, keys[1], 2)
         write_consent(opted_in.consent_file, consent(False, False, NOW - timedelta(minutes=1)))
         recorder = Recorder(httpx.Response(202))
         outcome = run(opted_in, env, recorder)
-        assert (outcome.state, outcome.dropped) == ("off", 2)
-        assert recorder.requests == [] and spool.spool_names(opted_in) == []
+        assert (outcome.state, outcome.dropped) == ("off", 0)
+        assert recorder.requests == [] and not sender.lock_file(opted_in).exists()
 
     def test_disable_errors_keeps_usage(
         self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str]
@@ -393,7 +400,7 @@ class TestGuards:
         # the holder is gone, and with it its lock: no stale lock can block the next sender
         assert not sender.sender_running(opted_in)
         assert run(opted_in, env, Recorder(httpx.Response(202))).state == "sent"
-        assert sender.lock_file(opted_in).read_text().strip() == str(os.getpid())
+        assert not worker.pid_file(opted_in).exists()  # written while running, removed after
 
     def test_corrupt_spool_file_is_dropped(
         self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str]

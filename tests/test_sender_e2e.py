@@ -28,16 +28,30 @@ from typing import Any
 import pytest
 
 from cli import sender, spool
-from cli.consent import NO_CONSENT, decide, shipped_policy_version, write_consent
 from cli.pipeline import roll_over
 from cli.sentlog import read_sent_log
-from cli.state import Paths, load_secret
-from cli.tally import ErrorsTally, Tally, UsageTally, iso_period, read_tally, write_tally
 from ldp.envelope import open_sealed
 from ldp.report import decode_report, period_start
 from ldp.schema import shipped_schema
 from server_agg.keys import generate, load_private
 from server_agg.store import Store
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    decide,
+    read_consent,
+    shipped_policy_version,
+    write_consent,
+)
+from twentyi_telemetry.state import Paths, load_secret
+from twentyi_telemetry.tally import (
+    ErrorsTally,
+    Tally,
+    UsageTally,
+    current_tally,
+    iso_period,
+    journal_file,
+    write_tally,
+)
 
 POLICY = shipped_policy_version() or "1"  # the version `enable` records
 
@@ -276,7 +290,9 @@ class Machine:
                 state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            ours = b"cli.sender" in cmdline and str(self.paths.cache_dir).encode() in cmdline
+            ours = any(b"cli.sender" in part for part in cmdline) and (
+                str(self.paths.cache_dir).encode() in cmdline
+            )
             if ours and state != "Z":  # a zombie has exited; only its parent has not reaped it
                 found.append(int(proc.name))
         return found
@@ -489,12 +505,18 @@ class TestConsent:
         assert enable.returncode == 0, enable.stderr
         expected = reference[("status", "--check")]
         assert_host_unchanged(machine.host("status", "--check"), expected)
-        tally = read_tally(machine.paths.tally_file)
+        machine.wait_senders_gone(time.monotonic())  # the first command of the week starts one
+        consent = read_consent(machine.paths.consent_file).consent
+        assert consent is not None
+        this_week = iso_period(datetime.now(UTC))
+        tally = current_tally(machine.paths.state_dir, this_week, consent.usage.as_of, None)
         assert tally is not None and tally.usage is not None
         assert tally.usage.commands == {"status": 1}
-        # Let the week end: the same tally, one week earlier.
-        tally.period = iso_period(datetime.now(UTC) - timedelta(weeks=1))
-        write_tally(machine.paths.tally_file, tally)
+        # Let the week end: the same journal, one week earlier.
+        last_week = iso_period(datetime.now(UTC) - timedelta(weeks=1))
+        journal_file(machine.paths.state_dir, this_week).rename(
+            journal_file(machine.paths.state_dir, last_week)
+        )
         outcome = machine.host(*UP)
         ended = time.monotonic()
         assert_host_unchanged(outcome, reference[UP])
@@ -544,14 +566,18 @@ class TestDebug:
         reference: dict[tuple[str, ...], Any],
         collector: Collector,
     ) -> None:
-        """TWENTYI_TELEMETRY_DEBUG=1 prints the reports to stderr, keeps stdout and the exit
-        code, starts no sender and sends nothing."""
+        """TWENTYI_TELEMETRY_DEBUG=1 prints the spooled reports to stderr, keeps stdout and the
+        exit code, and sends nothing (the worker still rolls the week over)."""
         machine = Machine(tmp_path, stub.url, collector.keys.public_text)
         machine.opt_in()
         machine.finished_week()
+        outcome = machine.host(*UP, TWENTYI_TELEMETRY_DEBUG="1")  # starts the roll-over
+        machine.wait_senders_gone(time.monotonic())
         (code, out, err), seconds = machine.host(*UP, TWENTYI_TELEMETRY_DEBUG="1")
         assert (code, out) == reference[UP][:2] and seconds < PROMPT_S
-        assert machine.senders() == []
+        assert outcome[0][:2] == reference[UP][:2]
+        machine.wait_senders_gone(time.monotonic())
+        assert stub.posts == []
         entries = [
             spool.load(machine.paths.spool_dir / n) for n in spool.spool_names(machine.paths)
         ]

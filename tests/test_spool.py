@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from cli import spool
-from cli.state import Paths, count_spooled
+from twentyi_telemetry.state import Paths, count_spooled
 
 NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 PLAINTEXT = b'{"fields":{"error_category":3},"kind":"errors","period":"2026-W48","v":1}'

@@ -1,11 +1,12 @@
-"""Tests for cli.tracking and cli.tally: host integration, the period tally and its seam."""
+"""Tests for twentyi_telemetry.tracking and .tally: host integration, the period tally."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
-import types
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -14,17 +15,30 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cli import consent as consent_module
-from cli import sender, tracking
-from cli import state as state_module
-from cli.consent import NO_CONSENT, Consent, decide, shipped_policy_version, write_consent
-from cli.state import Paths, count_spooled
-from cli.tally import Tally, locked, read_tally, shipped_domains
-from cli.tally import iso_period as tally_iso_period
-from ldp.envelope import generate_keypair, public_key_to_text
+from cli import sender
 from ldp.report import iso_period as report_iso_period
 from ldp.schema import shipped_schema
 from ldp.values import version_bucket
+from twentyi_telemetry import consent as consent_module
+from twentyi_telemetry import state as state_module
+from twentyi_telemetry import tracking, worker
+from twentyi_telemetry.consent import (
+    NO_CONSENT,
+    Consent,
+    decide,
+    read_consent,
+    shipped_policy_version,
+    write_consent,
+)
+from twentyi_telemetry.state import Paths
+from twentyi_telemetry.tally import (
+    Tally,
+    current_tally,
+    journal_file,
+    journal_periods,
+    shipped_domains,
+)
+from twentyi_telemetry.tally import iso_period as tally_iso_period
 
 T0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # a Tuesday, week 2026-W48
 QUIET: dict[str, str] = {}
@@ -34,7 +48,24 @@ POLICY = shipped_policy_version() or ""
 
 @pytest.fixture
 def paths(tmp_path: Path) -> Paths:
-    return Paths(tmp_path / "config", tmp_path / "state", tmp_path / "cache")
+    out = Paths(tmp_path / "config", tmp_path / "state", tmp_path / "cache")
+    out.state_dir.mkdir(parents=True)  # as `enable` leaves it (host commands never create it)
+    return out
+
+
+def read_tally(paths: Paths, now: datetime = T0 + timedelta(hours=1)) -> Tally | None:
+    """What the journal holds for ``now``'s period under the consent on disk."""
+    on = read_consent(paths.consent_file).consent or NO_CONSENT
+    return current_tally(
+        paths.state_dir,
+        tally_iso_period(now),
+        on.usage.as_of if on.usage.enabled else None,
+        on.errors.as_of if on.errors.enabled else None,
+    )
+
+
+def journals(paths: Paths) -> list[Path]:
+    return [f for files in journal_periods(paths.state_dir).values() for f in files]
 
 
 def consent(usage: bool = True, errors: bool = False, as_of: datetime = T0) -> Consent:
@@ -51,7 +82,7 @@ def all_files(root: Path) -> list[Path]:
 
 
 def count_reads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """Log every small-file read made through cli.state.read_small, by any module."""
+    """Log every small-file read made through twentyi_telemetry.state.read_small, by any module."""
     reads: list[Path] = []
     real = state_module.read_small
 
@@ -84,7 +115,7 @@ class TestRecordOff:
         write_consent(paths.consent_file, consent())
         reads = count_reads(monkeypatch)
         record(paths, "up", env={"DO_NOT_TRACK": "1"})
-        assert reads == [] and not paths.tally_file.exists()
+        assert reads == [] and journals(paths) == []
 
     def test_off_reads_one_small_file(self, paths: Paths, monkeypatch: pytest.MonkeyPatch) -> None:
         """Not opted in costs exactly one read, of the consent file, and never calls modules."""
@@ -97,7 +128,7 @@ class TestRecordOff:
         """After disable, host commands add nothing to the tally."""
         write_consent(paths.consent_file, consent().decided("usage", False, T0, POLICY, None))
         record(paths, "up")
-        assert not paths.tally_file.exists()
+        assert journals(paths) == []
 
     @pytest.mark.parametrize(
         "content",
@@ -129,7 +160,7 @@ class TestRecordOn:
         record(paths, "up", modules=["docker", "git"], version="1.4.2")
         record(paths, "up", modules=lambda: ["ssh"], version="1.5.0")
         record(paths, "down")
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths)
         assert tally is not None and tally.period == "2026-W48"
         assert tally.usage is not None and tally.errors is None
         assert tally.usage.commands == {"up": 2, "down": 1}
@@ -141,11 +172,11 @@ class TestRecordOn:
         write_consent(paths.consent_file, consent())
         record(paths, "deploy-to-alice-laptop", modules=["docker", "/home/alice"], version="9.9")
         record(paths, "telemetry status")
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths)
         assert tally is not None and tally.usage is not None
         assert tally.usage.commands == {"other": 1, "telemetry": 1}
         assert tally.usage.modules == ["docker"] and tally.usage.cli_version == "other"
-        assert b"alice" not in paths.tally_file.read_bytes()
+        assert all(b"alice" not in f.read_bytes() for f in journals(paths))
 
     def test_errors_need_their_own_consent(self, paths: Paths) -> None:
         """Error categories are tallied only with errors consent; None counts as none."""
@@ -153,7 +184,7 @@ class TestRecordOn:
         record(paths, "up")
         record(paths, "up", error="timeout")
         record(paths, "up", error="some-new-category")
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths)
         assert tally is not None and tally.usage is None and tally.errors is not None
         assert tally.errors.categories == {"none": 1, "timeout": 1, "other": 1}
 
@@ -162,7 +193,7 @@ class TestRecordOn:
         write_consent(paths.consent_file, consent())
         record(paths, "up")
         record(paths, "down", now=T0 + timedelta(days=7))
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths, T0 + timedelta(days=7))
         assert tally is not None and tally.period == "2026-W49"
         assert tally.usage is not None and tally.usage.commands == {"down": 1}
 
@@ -174,9 +205,9 @@ class TestRecordOn:
         again = consent().decided("usage", False, later, POLICY, None)
         write_consent(paths.consent_file, again.decided("usage", True, later, POLICY, None))
         record(paths, "down", now=later + timedelta(minutes=1))
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths)
         assert tally is not None and tally.usage is not None
-        assert tally.usage.commands == {"down": 1} and tally.usage.since > later
+        assert tally.usage.commands == {"down": 1} and tally.usage.since == later
 
     def test_withdrawn_kind_is_dropped(self, paths: Paths) -> None:
         """Disabling usage while errors stay on drops the usage counts at the next command."""
@@ -187,139 +218,154 @@ class TestRecordOn:
             consent(usage=True, errors=True).decided("usage", False, T0, POLICY, None),
         )
         record(paths, "down")
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths)
         assert tally is not None and tally.usage is None
         assert tally.errors is not None and tally.errors.categories == {"none": 2}
 
-    def test_corrupt_tally_is_replaced(self, paths: Paths) -> None:
-        """A garbled tally file is replaced by a fresh one rather than breaking anything."""
+    def test_garbled_journal_lines_are_skipped(self, paths: Paths) -> None:
+        """A garbled line in the journal costs nothing but itself."""
         write_consent(paths.consent_file, consent())
-        paths.tally_file.parent.mkdir(parents=True)
-        paths.tally_file.write_bytes(b"\x00garbage{")
+        journal_file(paths.state_dir, "2026-W48").write_bytes(b"\x00garbage{\n[1]\n")
         record(paths, "up")
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths)
         assert tally is not None and tally.usage is not None and tally.usage.commands == {"up": 1}
 
-    @pytest.mark.parametrize("breakage", ["state-dir-is-file", "tally-is-dir", "modules-raise"])
+    @pytest.mark.parametrize(
+        "breakage", ["state-dir-is-file", "journal-is-dir", "journal-is-fifo", "modules-raise"]
+    )
     def test_never_raises(self, paths: Paths, breakage: str) -> None:
         """Broken state or a failing modules provider never raises into the host."""
         write_consent(paths.consent_file, consent())
         modules: Any = ["docker"]
         if breakage == "state-dir-is-file":
-            paths.state_dir.parent.mkdir(parents=True, exist_ok=True)
+            paths.state_dir.rmdir()
             paths.state_dir.write_text("not a dir")
-        elif breakage == "tally-is-dir":
-            paths.tally_file.mkdir(parents=True)
+        elif breakage == "journal-is-dir":
+            journal_file(paths.state_dir, "2026-W48").mkdir()
+        elif breakage == "journal-is-fifo":
+            os.mkfifo(journal_file(paths.state_dir, "2026-W48"))
         else:
 
             def modules() -> list[str]:
                 raise RuntimeError("host bug")
 
-        record(paths, "up", modules=modules)  # must not raise
+        record(paths, "up", modules=modules)  # must not raise (nor hang)
         if breakage == "modules-raise":
-            tally = read_tally(paths.tally_file)
+            tally = read_tally(paths)
             assert tally is not None and tally.usage is not None
             assert tally.usage.commands == {"up": 1} and tally.usage.modules == []
 
-    def test_busy_lock_gives_up_quickly(self, paths: Paths) -> None:
-        """If another process holds the tally lock, the command skips counting promptly."""
+    def test_counting_takes_no_lock(self, paths: Paths) -> None:
+        """A worker holding the telemetry lock (or a crashed one's stale lock file) neither
+        delays a host command nor costs its count (it waited 200 ms and lost it before)."""
         write_consent(paths.consent_file, consent())
-        with locked(paths.tally_lock):
+        with sender.locked(paths, timeout=0) as got:
+            assert got
             started = time.monotonic()
-            record(paths, "up")
+            for _ in range(20):
+                record(paths, "up")
             elapsed = time.monotonic() - started
-        assert elapsed < 2.0 and not paths.tally_file.exists()
+        tally = read_tally(paths)
+        assert tally is not None and tally.usage is not None and tally.usage.commands == {"up": 20}
+        assert elapsed < 0.5  # 20 commands; each used to wait 200 ms for a busy lock
 
-    def test_tally_file_format(self, paths: Paths) -> None:
-        """The tally is the documented JSON: version, period, per-kind counts, mode 0600."""
+    def test_missing_state_folder_is_never_recreated(self, paths: Paths, tmp_path: Path) -> None:
+        """A command that decided "on" just before `disable --purge` removed the state folder
+        does not bring it back (nor counts)."""
+        write_consent(paths.consent_file, consent())
+        paths.state_dir.rmdir()
+        record(paths, "up")
+        assert not paths.state_dir.exists() and all_files(tmp_path) == [paths.consent_file]
+
+    def test_journal_format(self, paths: Paths) -> None:
+        """A journal line is the documented JSON (domain values and the consent's as_of only);
+        the file is mode 0600 and named for the period."""
         write_consent(paths.consent_file, consent(usage=True, errors=True))
         record(paths, "status", modules=["git"], version="1.0.3", error="auth")
-        document = json.loads(paths.tally_file.read_text())
-        assert document == {
-            "v": 1,
-            "period": "2026-W48",
-            "schema_version": 2,
-            "usage": {
-                "since": "2026-11-24T11:00:00Z",
-                "commands": {"status": 1},
-                "modules": ["git"],
-                "cli_version": "1.0",
-            },
-            "errors": {"since": "2026-11-24T11:00:00Z", "categories": {"auth": 1}},
+        [path] = journals(paths)
+        assert path.name == "journal-2026-W48.jsonl"
+        assert json.loads(path.read_bytes()) == {
+            "u": {"a": "2026-11-24T10:00:00Z", "c": "status", "m": ["git"], "v": "1.0"},
+            "e": {"a": "2026-11-24T10:00:00Z", "x": "auth"},
         }
-        assert paths.tally_file.stat().st_mode & 0o777 == 0o600
-        assert Tally.from_json(paths.tally_file.read_bytes()).to_json() == (
-            paths.tally_file.read_bytes()
-        )
+        assert path.stat().st_mode & 0o777 == 0o600
 
 
-class TestRollOverSeam:
-    def test_pipeline_runs_before_counting(
-        self, paths: Paths, monkeypatch: pytest.MonkeyPatch
+class TestWorkerStart:
+    """The host only counts; it starts the detached worker when there is work for it."""
+
+    def test_first_command_of_a_period_starts_the_worker(
+        self, paths: Paths, worker_starts: list[Paths]
     ) -> None:
-        """cli.pipeline.maybe_roll_over, when present, sees the tally before this command."""
-        seen: list[tuple[Any, ...]] = []
-
-        def maybe_roll_over(**kwargs: Any) -> None:
-            tally = read_tally(kwargs["paths"].tally_file)
-            seen.append((kwargs["decision"].source, kwargs["now"], tally))
-
-        fake = types.ModuleType("cli.pipeline")
-        fake.maybe_roll_over = maybe_roll_over  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "cli.pipeline", fake)
+        """Only the command that opens a period's journal starts the worker."""
         write_consent(paths.consent_file, consent())
         record(paths, "up", now=T0 + timedelta(hours=1))
         record(paths, "down", now=T0 + timedelta(hours=2))
-        assert [s[0] for s in seen] == ["consent", "consent"]
-        assert seen[0][1] == T0 + timedelta(hours=1) and seen[0][2] is None
-        assert seen[1][2].usage.commands == {"up": 1}
+        assert worker_starts == [paths]
+        record(paths, "up", now=T0 + timedelta(days=7))  # week 2026-W49
+        assert worker_starts == [paths, paths]
 
-    def test_pipeline_failure_still_counts(
-        self, paths: Paths, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """A failing pipeline never costs the host command or its count."""
-        fake = types.ModuleType("cli.pipeline")
-
-        def maybe_roll_over(**kwargs: Any) -> None:
-            raise RuntimeError("pipeline bug")
-
-        fake.maybe_roll_over = maybe_roll_over  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "cli.pipeline", fake)
+    def test_the_host_never_imports_the_heavy_side(self, paths: Paths) -> None:
+        """Counting, even at a period's first command, imports no ``cli``, ``ldp``, httpx or
+        cryptography module (it used to build and seal the report in the host)."""
         write_consent(paths.consent_file, consent())
-        record(paths, "up")
-        tally = read_tally(paths.tally_file)
-        assert tally is not None and tally.usage is not None and tally.usage.commands == {"up": 1}
+        code = (
+            "import sys\n"
+            "from datetime import datetime, UTC\n"
+            "from twentyi_telemetry import record, worker\n"
+            "from twentyi_telemetry.state import Paths\n"
+            "from pathlib import Path\n"
+            "worker.start = lambda paths, env: None\n"
+            f"p = Paths(Path({str(paths.config_dir)!r}), Path({str(paths.state_dir)!r}),"
+            f" Path({str(paths.cache_dir)!r}))\n"
+            "record('up', paths=p, env={})\n"
+            "heavy = {'cli', 'ldp', 'httpx', 'cryptography', 'numpy', 'filelock'}\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "[]"
+        assert len(journals(paths)) == 1
 
     @pytest.mark.parametrize("consent_state", ["none", "old-policy"])
-    def test_pipeline_not_called_when_off(
-        self, paths: Paths, monkeypatch: pytest.MonkeyPatch, consent_state: str
+    def test_not_started_when_off(
+        self, paths: Paths, worker_starts: list[Paths], consent_state: str
     ) -> None:
-        """With telemetry off (also under a changed policy) the pipeline is never called."""
-        calls: list[int] = []
-        fake = types.ModuleType("cli.pipeline")
-        fake.maybe_roll_over = lambda **kwargs: calls.append(1)  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "cli.pipeline", fake)
+        """With telemetry off (also under a changed policy) nothing is counted or started."""
         if consent_state == "old-policy":
             old = NO_CONSENT.decided("usage", True, T0, "0", None)
             write_consent(paths.consent_file, old.decided("errors", True, T0, "0", None))
         record(paths, "up", error="network")
-        assert calls == [] and not paths.tally_file.exists()
+        assert worker_starts == [] and journals(paths) == []
 
-    def test_pipeline_gets_the_hosts_env(
-        self, paths: Paths, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    def test_debug_prints_the_spool(
+        self, paths: Paths, worker_starts: list[Paths], capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """The real pipeline resolves the key and the debug switch from record()'s env."""
-        for name in ("TWENTYI_TELEMETRY_PUBLIC_KEY", "TWENTYI_TELEMETRY_DEBUG"):
-            monkeypatch.delenv(name, raising=False)  # only the env passed in may supply them
-        key = public_key_to_text(generate_keypair()[1])
-        env = {"TWENTYI_TELEMETRY_PUBLIC_KEY": key, "TWENTYI_TELEMETRY_DEBUG": "1"}
+        """With TWENTYI_TELEMETRY_DEBUG in record()'s env the host prints what waits to be
+        sent; the worker it starts sends nothing."""
         write_consent(paths.consent_file, consent())
-        record(paths, "up", env=env, now=T0 + timedelta(hours=1))  # week 2026-W48
-        record(paths, "down", env=env, now=T0 + timedelta(days=7))  # W49 rolls W48 over
-        assert count_spooled(paths) == 1  # sealed to the key from env, not discarded
-        err = capsys.readouterr().err  # debug (from env) printed instead of starting a sender
+        record(paths, "up", env={"TWENTYI_TELEMETRY_DEBUG": "1"})
+        err = capsys.readouterr().err
         assert "TWENTYI_TELEMETRY_DEBUG is set, so nothing is sent" in err
-        assert not sender.lock_file(paths).exists()
+        assert worker_starts == [paths]
+
+    def test_frozen_host_starts_no_worker(
+        self, paths: Paths, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """In a frozen application sys.executable is the host itself: never run it."""
+        monkeypatch.undo()  # the real worker.start
+        spawned: list[Any] = []
+        monkeypatch.setattr(sys, "frozen", True, raising=False)
+        monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: spawned.append(a))
+        assert worker.start(paths, {}) is None
+        assert spawned == []
+
+    def test_worker_runs_isolated_from_the_host(self, paths: Paths) -> None:
+        """The worker command runs ``python -I`` with our folder first on sys.path, so a
+        host's own ``cli`` module (or PYTHONPATH) can never stand in for ours."""
+        argv = worker.worker_command(paths)
+        assert argv[0] == sys.executable and argv[1] == "-I" and argv[2] == "-c"
+        assert repr(str(worker.PACKAGE_ROOT)) in argv[3] and "from cli.sender import" in argv[3]
 
 
 class TestDomains:
@@ -396,7 +442,7 @@ class TestInstrument:
         assert runner.invoke(app, ["telemetry", "migrate"]).exit_code == 0
         assert runner.invoke(app, ["up", "--help"]).exit_code == 0
         assert runner.invoke(app, ["up", "--replicas", "x"]).exit_code == 2
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths, datetime.now(UTC))
         assert tally is not None and tally.usage is not None and tally.errors is not None
         # help and usage errors never reach a command, so they are not counted
         assert tally.usage.commands == {"up": 1, "status": 1, "other": 1, "telemetry": 1}
@@ -428,7 +474,7 @@ class TestInstrument:
         tracking.instrument(app, env=QUIET, paths=paths)
         tracking.instrument(app, env=QUIET, paths=paths)
         CliRunner().invoke(app, ["up"])
-        tally = read_tally(paths.tally_file)
+        tally = read_tally(paths, datetime.now(UTC))
         assert tally is not None and tally.usage is not None and tally.usage.commands == {"up": 1}
 
     @pytest.mark.parametrize(

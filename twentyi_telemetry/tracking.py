@@ -1,30 +1,30 @@
 """Host integration: count each host command in the period tally, without ever touching the host.
 
-One line in the host: ``tracking.instrument(app, modules=..., version=...)`` for a Typer app,
-or ``tracking.record(command, ...)`` from anything else. With telemetry off the whole cost is
-reading the environment and at most one small file (the consent). This module never imports
-numpy, httpx, cryptography or ``ldp`` at module level, never prints, never raises into the host,
-never changes its output or exit code, and never waits on the network.
+One line in the host: ``twentyi_telemetry.instrument(app, modules=..., version=...)`` for a
+Typer app, or ``twentyi_telemetry.record(command, ...)`` from anything else. With telemetry off
+the whole cost is reading the environment and at most one small file (the consent). With it
+on, the host only counts: one line appended to the period's journal, no lock, no wait. At the
+first command of a period, or when spooled reports are due, it starts the detached worker
+(:mod:`twentyi_telemetry.worker`), which builds, seals, spools and sends in its own process.
+This module never imports numpy, httpx, cryptography, ``ldp`` or ``cli``, never prints, never
+raises into the host, never changes its output or exit code, and never waits on the network.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cli.environment import env_override
-from cli.state import Paths, read_small
+from twentyi_telemetry.environment import env_override
+from twentyi_telemetry.state import Paths, read_small
 
 if TYPE_CHECKING:
     import typer
-
-    from cli.consent import Decision
 
 __all__ = ["default_error_category", "instrument", "record"]
 
@@ -79,9 +79,10 @@ def _record(
 def _may_be_on(paths: Paths) -> bool:
     """False if the consent file certainly does not enable anything (the common case).
 
-    A cheap pre-check so the off path imports nothing but this module, ``cli.environment``
-    and ``cli.state``: it only looks for an ``"enabled": true``. When it says "maybe", the
-    full, strict ``cli.consent.decide`` runs and has the final word.
+    A cheap pre-check so the off path imports nothing but this module,
+    ``twentyi_telemetry.environment`` and ``twentyi_telemetry.state``: it only looks for an
+    ``"enabled": true``. When it says "maybe", the full, strict
+    ``twentyi_telemetry.consent.decide`` runs and has the final word.
     """
     try:
         document = json.loads(read_small(paths.consent_file))
@@ -104,17 +105,10 @@ def _record_on(
     paths: Paths,
     now: datetime | None,
 ) -> None:
-    from cli.consent import decide
-    from cli.tally import (
-        ErrorsTally,
-        Tally,
-        UsageTally,
-        iso_period,
-        locked,
-        read_tally,
-        shipped_domains,
-        write_tally,
-    )
+    """Append one journal line; start the worker at the first command of a period or when
+    spooled reports are due. Takes no lock and waits for nothing (see ``tally``)."""
+    from twentyi_telemetry.consent import decide, format_time
+    from twentyi_telemetry.tally import append_entry, encode_entry, iso_period, shipped_domains
 
     decision = decide(env, paths.consent_file)
     if not decision.any_on:
@@ -124,31 +118,33 @@ def _record_on(
         return
     now = datetime.now(UTC) if now is None else now
     domains = shipped_domains()
-    period = iso_period(now)
-    with locked(paths.tally_lock):
-        _roll_over(paths, decision, now, env)
-        tally = read_tally(paths.tally_file)
-        if tally is None or (tally.period, tally.schema_version) != (
-            period,
-            domains.schema_version,
-        ):
-            tally = Tally(period, domains.schema_version)
-        if decision.usage and consent.usage.as_of is not None:
-            # Nothing recorded before the latest opt-in may ever be reported.
-            if tally.usage is None or tally.usage.since < consent.usage.as_of:
-                tally.usage = UsageTally(since=now)
-            module_names = domains.module_values(_call_modules(modules))
-            bucket = None if version is None else domains.version_value(version)
-            tally.usage.add(domains.command_value(command), module_names, bucket)
-        else:
-            tally.usage = None
-        if decision.errors and consent.errors.as_of is not None:
-            if tally.errors is None or tally.errors.since < consent.errors.as_of:
-                tally.errors = ErrorsTally(since=now)
-            tally.errors.add(domains.error_value("none" if error is None else error))
-        else:
-            tally.errors = None
-        write_tally(paths.tally_file, tally)
+    usage = errors = None
+    if decision.usage and consent.usage.as_of is not None:
+        usage = (
+            format_time(consent.usage.as_of),
+            domains.command_value(command),
+            domains.module_values(_call_modules(modules)),
+            None if version is None else domains.version_value(version),
+        )
+    if decision.errors and consent.errors.as_of is not None:
+        category = domains.error_value("none" if error is None else error)
+        errors = (format_time(consent.errors.as_of), category)
+    if usage is None and errors is None:  # pragma: no cover - any_on implies one of them
+        return
+    try:
+        first_of_period = append_entry(
+            paths.state_dir, iso_period(now), encode_entry(usage, errors)
+        )
+    except FileNotFoundError:
+        return  # no state folder: purged a moment ago (or never enabled); never recreate it
+    from twentyi_telemetry import worker
+
+    if first_of_period or worker.spool_due(paths, now):
+        if worker.debug_enabled(env):
+            import sys
+
+            worker.print_debug(paths, sys.stderr)
+        worker.start(paths, env)
 
 
 def _call_modules(modules: Modules) -> list[str]:
@@ -157,27 +153,6 @@ def _call_modules(modules: Modules) -> list[str]:
         return [] if values is None else [m for m in values if isinstance(m, str)]
     except Exception:  # the host's provider failed: record the command without modules
         return []
-
-
-def _roll_over(paths: Paths, decision: Decision, now: datetime, env: Mapping[str, str]) -> None:
-    """The seam for issue 6: ``cli.pipeline.maybe_roll_over`` runs here, if it exists.
-
-    Called on every recorded host command while telemetry is on, holding the tally lock and
-    before this command is counted, so the pipeline may read and clear a finished period's
-    tally (``cli.tally.read_tally`` / ``clear_tally``), spool its reports and start the
-    detached sender. ``env`` is the environment ``record`` decided with, so the pipeline
-    resolves the endpoint and key, and the sender starts, from the same one. It must return
-    promptly and never wait on the network. Whatever it raises is swallowed here, so the
-    command is still counted.
-    """
-    try:
-        pipeline: Any = importlib.import_module("cli.pipeline")
-    except ModuleNotFoundError as exc:
-        if exc.name == "cli.pipeline":
-            return
-        raise
-    with contextlib.suppress(Exception):  # a pipeline failure must not cost the count
-        pipeline.maybe_roll_over(paths=paths, decision=decision, now=now, env=env)
 
 
 # --- Typer integration ---------------------------------------------------------------------

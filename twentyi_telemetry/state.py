@@ -4,15 +4,22 @@ Consent lives in the user config dir; the secret, epoch memo, tally, sent log an
 in ``telemetry`` folders of the user state and cache dirs (platformdirs). Nothing here ever
 uses the working directory or a project, and nothing here may import numpy, httpx or
 cryptography: a host command's ``record()`` goes through this module.
+
+No telemetry path may ever block: every file is opened with :func:`open_regular`, which never
+waits (``O_NONBLOCK``: a FIFO or a socket put where a file belongs fails at once instead of
+hanging the host) and accepts only regular files. Files we write into our own folders are
+opened without following a symbolic link there (``O_NOFOLLOW``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
 
-from cli.errors import StateError
+from twentyi_telemetry.errors import StateError
 
 __all__ = [
     "APP_NAME",
@@ -23,8 +30,10 @@ __all__ = [
     "ensure_dir",
     "ensure_secret",
     "load_secret",
+    "open_regular",
     "purge",
     "read_small",
+    "regular_or_absent",
     "write_atomic",
 ]
 
@@ -37,6 +46,12 @@ SECRET_BYTES = 32
 SPOOL_SUFFIX = ".sealed"
 #: Files this small are all we ever read on the host path; anything larger is not ours.
 MAX_SMALL_FILE = 64 * 1024
+#: Flags that make an ``open`` never wait and never leak into a child process; absent ones
+#: (Windows has no O_NONBLOCK, O_NOFOLLOW or O_CLOEXEC) are 0.
+_NEVER_WAIT = (
+    getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class Paths:
@@ -102,13 +117,8 @@ class Paths:
 
     @property
     def tally_file(self) -> Path:
-        """The current period's tally (``cli.tally``)."""
+        """The single-file tally of earlier releases (the journal replaced it; still read)."""
         return self.state_dir / "tally.json"
-
-    @property
-    def tally_lock(self) -> Path:
-        """Lock file serialising read-modify-write of the tally across host processes."""
-        return self.state_dir / "tally.lock"
 
     @property
     def sent_log(self) -> Path:
@@ -134,10 +144,62 @@ class Paths:
 
 
 def ensure_dir(path: Path) -> None:
-    """Create ``path`` and missing parents (new ones mode 0700); raise ``OSError`` if impossible."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not path.is_dir():  # pragma: no cover - mkdir(exist_ok) already refuses a file
-        raise NotADirectoryError(f"{path} is not a directory")
+    """Create ``path`` and every missing parent with mode 0700; ``OSError`` if impossible.
+
+    Each level is made here rather than by ``mkdir(parents=True)``, which would give the
+    parents (``$XDG_STATE_HOME/20i`` and the like) the umask's mode, usually 0755.
+    """
+    missing: list[Path] = []
+    probe = path
+    while not probe.is_dir():
+        if probe.exists() or probe.is_symlink():
+            raise NotADirectoryError(f"{probe} is not a directory")
+        missing.append(probe)
+        if probe.parent == probe:  # pragma: no cover - the root always exists
+            break
+        probe = probe.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise NotADirectoryError(f"{folder} is not a directory") from None
+
+
+class NotRegularFileError(OSError):
+    """Something other than a regular file (a FIFO, socket, device or folder) is in the way."""
+
+
+def open_regular(
+    path: Path, flags: int = os.O_RDONLY, mode: int = 0o600, follow: bool = True
+) -> int:
+    """Open ``path`` as a regular file, never waiting; return the file descriptor.
+
+    ``O_NONBLOCK`` makes opening a FIFO fail or return at once (a FIFO with no writer would
+    otherwise block a reader, and one with no reader a writer, forever); the ``fstat`` check
+    then refuses anything that is not a regular file with :class:`NotRegularFileError`.
+    ``follow=False`` refuses a symbolic link at ``path`` (``ELOOP``), for files written into
+    our own folders. Raises ``OSError``.
+    """
+    fd = os.open(path, flags | _NEVER_WAIT | (0 if follow else _NOFOLLOW), mode)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise NotRegularFileError(f"{path} is not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def regular_or_absent(path: Path) -> bool:
+    """Nothing at ``path``, or a regular file (not a FIFO, socket, folder or symlink): what a
+    reader that cannot open it itself without blocking (``ldp.budget.Ledger``) checks first."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
@@ -149,7 +211,7 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
     ensure_dir(path.parent)
     # os.urandom, not tempfile/secrets: both import `random`, and this runs in host commands.
     tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), mode)
+    fd = open_regular(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode, follow=False)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -164,10 +226,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
 
 
 def read_small(path: Path) -> bytes:
-    """Read a small regular file; ``FileNotFoundError`` if absent, ``OSError`` if unusable."""
-    with open(path, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise IsADirectoryError(f"{path} is not a regular file")
+    """Read a small regular file; ``FileNotFoundError`` if absent, ``OSError`` if unusable.
+
+    Never blocks: see :func:`open_regular`.
+    """
+    with os.fdopen(open_regular(path), "rb") as handle:
         data = handle.read(MAX_SMALL_FILE + 1)
     if len(data) > MAX_SMALL_FILE:
         raise OSError(f"{path} is larger than {MAX_SMALL_FILE} bytes")
@@ -225,26 +288,43 @@ def count_spooled(paths: Paths) -> int:
 def purge(paths: Paths) -> list[Path]:
     """Delete every file in the telemetry state and cache folders; return what was removed.
 
-    Removes files (symlinks are removed, never followed) and then the emptied folders. The
-    consent file and the hand-edited config are kept: the first records the opt-out itself.
+    Removes files (symlinks are removed, never followed), then the emptied folders, then our
+    ``20i`` folders above them if nothing else is left in them (the host tool may keep its
+    own files there). A host command that was already counting when the consent changed may
+    add a file meanwhile, so the walk is repeated until the folder is gone. The consent file
+    and the hand-edited config are kept: the first records the opt-out itself.
     """
     removed: list[Path] = []
     for root in (paths.state_dir, paths.cache_dir):
-        if not root.is_dir() or root.is_symlink():
-            if root.is_symlink() or root.exists():
-                _remove(root, removed)
-            continue
-        for dirpath, dirnames, filenames in os.walk(root, topdown=False):
-            base = Path(dirpath)
-            for name in sorted(filenames):
-                _remove(base / name, removed)
-            for name in sorted(dirnames):
-                _remove(base / name, removed)
-        _remove(root, removed)
+        for attempt in range(_PURGE_PASSES):
+            if _purge_tree(root, removed, last=attempt == _PURGE_PASSES - 1):
+                break
+        if root.name == SUBDIR:
+            with contextlib.suppress(OSError):  # not empty, or not ours to remove: keep it
+                root.parent.rmdir()
     return removed
 
 
-def _remove(path: Path, removed: list[Path]) -> None:
+_PURGE_PASSES = 5
+
+
+def _purge_tree(root: Path, removed: list[Path], last: bool) -> bool:
+    """One pass over ``root``; True once ``root`` no longer exists."""
+    if not root.is_dir() or root.is_symlink():
+        if root.is_symlink() or root.exists():
+            _remove(root, removed, last)
+        return not (root.is_symlink() or root.exists())
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        base = Path(dirpath)
+        for name in sorted(filenames):
+            _remove(base / name, removed, last)
+        for name in sorted(dirnames):
+            _remove(base / name, removed, last)
+    _remove(root, removed, last)
+    return not (root.is_symlink() or root.exists())
+
+
+def _remove(path: Path, removed: list[Path], last: bool = True) -> None:
     try:
         if path.is_dir() and not path.is_symlink():
             path.rmdir()
@@ -254,4 +334,6 @@ def _remove(path: Path, removed: list[Path]) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
+        if not last and exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return  # a file appeared meanwhile: the next pass removes it
         raise StateError(f"cannot remove {path}: {exc.strerror or exc}") from exc

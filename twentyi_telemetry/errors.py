@@ -1,6 +1,6 @@
 """The errors the 20i CLI raises on purpose; ``cli.app.main`` turns each into one line.
 
-Never raised into a host command: ``cli.tracking`` swallows everything. The tree::
+Never raised into a host command: ``twentyi_telemetry.tracking`` swallows everything. The tree::
 
     CliError                 base of everything cli raises on purpose; exit code 1
     ├── ConsentWriteError    the consent file could not be written (enable / disable)

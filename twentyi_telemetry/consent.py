@@ -7,9 +7,10 @@ can only turn telemetry off, never on. Reading it is all a host command pays whe
 off, so this module never imports numpy, httpx or cryptography, and never writes anything while
 deciding.
 
-Consent covers one policy version (``policy_version`` in ``cli/data/defaults.json``, the
-version at the top of PRIVACY.md). A consent file that enables something under another version
-turns everything off (source ``policy-changed``) until ``20i telemetry enable`` accepts the new
+Consent covers one policy version (``policy_version`` in
+``twentyi_telemetry/data/defaults.json``, the version at the top of PRIVACY.md). A consent file
+that enables something under another version turns everything off (source ``policy-changed``)
+until ``20i telemetry enable`` accepts the new
 one, as PRIVACY.md promises. The schema id recorded next to it does not need re-consent on its
 own: a schema can only change with a release, the client caps its epsilons whatever it says,
 and any change that matters to users (what is collected, how strongly it is protected) also
@@ -26,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from cli.environment import (
+from twentyi_telemetry.environment import (
     ENV_CI,
     ENV_DO_NOT_TRACK,
     ENV_KILL_SWITCH,
@@ -36,8 +37,8 @@ from cli.environment import (
     env_override,
     kill_switch_asks_for_on,
 )
-from cli.errors import ConsentWriteError
-from cli.state import read_small, write_atomic
+from twentyi_telemetry.errors import ConsentWriteError
+from twentyi_telemetry.state import read_small, write_atomic
 
 # The records below are NamedTuples, not dataclasses, because a host command with telemetry
 # on imports this module: a dataclass costs about a millisecond to build, a NamedTuple a tenth.
@@ -269,7 +270,7 @@ def shipped_policy_version() -> str | None:
         except (FileNotFoundError, NotADirectoryError):
             from importlib import resources  # not unpacked on disk (a zip import)
 
-            data = resources.files("cli").joinpath("data/defaults.json").read_bytes()
+            data = resources.files("twentyi_telemetry").joinpath("data/defaults.json").read_bytes()
         version = json.loads(data).get("policy_version")
     except (OSError, ValueError, AttributeError):
         return None
