@@ -177,6 +177,18 @@ class TestPooledFrequencies:
         np.testing.assert_allclose(ours.raw, ref.raw)
         np.testing.assert_allclose(ours.std, ref.std, rtol=1e-12)
 
+    def test_one_week_of_a_set_field_matches_the_set_estimate(self) -> None:
+        """For modules, one week gives SetOracle's estimate: scaled by the pad, clipped."""
+        r = field(V2, "modules").randomizer()
+        assert isinstance(r, SetOracle)
+        support = np.array([400, 100, 250, 80, 60, 300, 20, 150])
+        ours = pooled_frequencies(support[None, :], 1000, PooledChannel.of(r), 0.0)
+        ref = r.estimate_from_support(support, 1000)
+        np.testing.assert_allclose(ours.raw, ref.raw)
+        np.testing.assert_allclose(ours.freq, ref.freq)
+        np.testing.assert_allclose(ours.std, ref.std, rtol=1e-12)
+        assert ours.consistency == ref.consistency == "clip"
+
     def test_shape_is_checked(self) -> None:
         """Supports must be a (weeks, d) array."""
         c = PooledChannel.of(field(V2, "command").randomizer())
