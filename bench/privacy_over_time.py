@@ -9,6 +9,10 @@ Schemes, per field and in total (both report kinds, one report of each a week):
 * **S3** S2's epochs and ``epsilon_perm``, plus an instantaneous step at 0.75 ``epsilon_perm``.
 * **S2-min** S2 at the smallest epsilons whose weekly half-widths stay within 1.25x of v1's
   docs/SCHEMA.md table (``platform`` against ``os``, the tighter of the two v1 fields it joins).
+* **S2-opt** frozen epochs with R and epsilon chosen per field for the smallest B_year that
+  meets every target: S2-min's half-widths, lag <= 8 weeks for the 16-week fields of v2
+  (``cli_version``, ``command``, ``error_category``) and ``command``'s 12-week half-width
+  <= 0.06 at n = 1,000.
 
 Every privacy number of a frozen scheme is checked with ``ldp.transcript``'s exact calculator;
 accuracy comes from the randomizers' exact variances and ``ldp.estimate.pooled_variance``;
@@ -63,6 +67,7 @@ Z95 = NormalDist().inv_cdf(0.975)
 N_WEEK = 10_000  # docs/SCHEMA.md's n
 N_POOL, POOL_WEEKS = 1_000, 12  # the analyzer issue's window
 CLIENTS = 1_000
+LAG_TARGET, POOL_TARGET = 8, 0.06  # issue 17: lag <= 8 weeks; 12-week command <= +/-0.06
 S3_RATIO = 0.75  # S3: epsilon_1 = 0.75 epsilon_perm
 V1, V2 = known_schemas()
 REF_FIELD = {"platform": "os"}  # v1 field a v2 field's half-width is held against
@@ -133,13 +138,46 @@ def min_epsilon(spec: FieldSpec, ref: tuple[float, float]) -> float:
         eps = round(eps + 0.01, 2)
 
 
+def lag_weeks(epoch_weeks: int) -> int:
+    """Weeks (the step's week counted as 1) until half of a population step shows."""
+    return math.ceil(epoch_weeks / 2)
+
+
+def pooled_half_width(r: Any, epoch_weeks: int | None) -> float:
+    """12-week pooled 95% half-width of a rare value at N_POOL weekly users."""
+    share = epoch_pair_share(epoch_weeks, POOL_WEEKS)
+    return Z95 * math.sqrt(pooled_variance(PooledChannel.of(r), N_POOL, POOL_WEEKS, share))
+
+
+def optimal_field(spec: FieldSpec, floor: float) -> FieldSpec:
+    """S2-opt: the (R, epsilon) of smallest yearly bound meeting the targets, ``floor`` being
+    the smallest epsilon within 1.25x of v1. Ties go to the shorter lag, then the longer R."""
+    lag_bound = spec.epoch_weeks is not None and spec.epoch_weeks <= 16
+    best: tuple[float, int, int, FieldSpec] | None = None
+    for weeks in range(1, WINDOW_WEEKS + 1):
+        if lag_bound and lag_weeks(weeks) > LAG_TARGET:
+            continue
+        eps = floor
+        while spec.name == "command":
+            cand = with_eps(spec, eps, eps, weeks)
+            if pooled_half_width(cand.randomizer(), weeks) <= POOL_TARGET:
+                break
+            eps = round(eps + 0.01, 2)
+        cand = with_eps(spec, eps, eps, weeks)
+        key = (round(cand.year_bound(), 9), lag_weeks(weeks), -weeks, cand)
+        if best is None or key[:3] < best[:3]:
+            best = key
+    assert best is not None
+    return best[3]
+
+
 def kinds_of(schema: Schema) -> tuple[tuple[str, FieldSpec], ...]:
     """(kind, field) pairs of a schema."""
     return tuple((k.name, f) for k in schema.kinds for f in k.fields)
 
 
 def schemes() -> list[Scheme]:
-    """S0, S1, S2, S3 and S2-min."""
+    """S0, S1, S2, S3, S2-min and S2-opt."""
     ref = v1_reference()
     v1 = kinds_of(V1)
     v2 = kinds_of(V2)
@@ -148,16 +186,18 @@ def schemes() -> list[Scheme]:
         (k, with_eps(f, f.epsilon_perm, round(S3_RATIO * f.epsilon_perm, 3), f.epoch_weeks))
         for k, f in v2
     )
-    smin = []
+    smin, sopt = [], []
     for k, f in v2:
         eps = min_epsilon(f, ref[REF_FIELD.get(f.name, f.name)])
         smin.append((k, with_eps(f, eps, eps, f.epoch_weeks)))
+        sopt.append((k, optimal_field(f, eps)))
     return [
         Scheme("S0", "v1 today: memo per value + IRR", v1, memo=True),
         Scheme("S1", "fresh noise weekly at v1 epsilon_1", s1),
         Scheme("S2", "v2 frozen epochs (chosen)", v2),
         Scheme("S3", f"v2 epochs + IRR at {S3_RATIO} epsilon_perm", s3),
         Scheme("S2-min", "v2 frozen, smallest epsilons within 1.25x of v1", tuple(smin)),
+        Scheme("S2-opt", "frozen, R and epsilon of least B_year meeting all targets", tuple(sopt)),
     ]
 
 
@@ -275,8 +315,7 @@ def frontier(
     for _, spec in scheme.fields:
         r = spec.randomizer()
         weeks = None if scheme.memo else spec.epoch_weeks
-        share = epoch_pair_share(weeks, POOL_WEEKS)
-        pooled = Z95 * math.sqrt(pooled_variance(PooledChannel.of(r), N_POOL, POOL_WEEKS, share))
+        pooled = pooled_half_width(r, weeks)
         rare, half = half_width(r, 0.0), half_width(r, 0.5)
         rr, rh = ref[REF_FIELD.get(spec.name, spec.name)]
         lag = weeks or 1
@@ -448,19 +487,14 @@ def main() -> None:
     s1_exact = {}
     for _, spec in all_schemes[1].fields:
         s1_exact[spec.name] = f"{fresh_year_loss(spec):.2f} (52 wk)"
-    smin_exact = {}
-    for _, spec in all_schemes[4].fields:
-        assert spec.epoch_weeks is not None
-        worst, _, _ = verify_bound(spec, [spec.epoch_weeks - 1])
-        smin_exact[spec.name] = f"max {max(worst.values()):.2f}"
-    s3_exact = {spec.name: "bound only" for _, spec in all_schemes[3].fields}
-    exact_by = {
-        "S0": v1_exact,
-        "S1": s1_exact,
-        "S2": v2_exact,
-        "S3": s3_exact,
-        "S2-min": smin_exact,
-    }
+    exact_by = {"S0": v1_exact, "S1": s1_exact, "S2": v2_exact}
+    exact_by["S3"] = {spec.name: "bound only" for _, spec in all_schemes[3].fields}
+    for scheme in all_schemes[4:]:  # S2-min, S2-opt: the worst offset only
+        exact_by[scheme.name] = {}
+        for _, spec in scheme.fields:
+            assert spec.epoch_weeks is not None
+            worst, _, _ = verify_bound(spec, [spec.epoch_weeks - 1])
+            exact_by[scheme.name][spec.name] = f"max {max(worst.values()):.2f}"
     rows = [row for s in all_schemes for row in frontier(s, ref, exact_by[s.name])]
     t_exact = time.perf_counter() - start
 
@@ -468,8 +502,8 @@ def main() -> None:
     links = []
     with tempfile.TemporaryDirectory() as tmp:
         for s in all_schemes:
-            if s.name == "S1":
-                continue  # fresh draws: weeks are independent, matching is chance by construction
+            if s.name in ("S1", "S2-opt"):
+                continue  # S1: independent weeks (chance); S2-opt: S2's structure, other R
             schema = V1 if s.memo else s.schema()
             assert schema is not None, s.name
             values = VALUES_V1 if s.memo else VALUES_V2
@@ -491,7 +525,7 @@ def targets(rows: list[Row]) -> list[str]:
         " weeks for cli_version and command; 12-week `command` hw <= 0.06 at n = 1,000):",
         "",
     ]
-    for name in ("S2", "S3", "S2-min"):
+    for name in ("S2", "S3", "S2-min", "S2-opt"):
         mine = {r.field: r for r in rows if r.scheme == name}
         year = math.fsum(r.year for r in mine.values())
         worst = max(r.vs_v1 for r in mine.values())
@@ -527,7 +561,7 @@ def render(
         " epsilon_1; S0: none). **exact loss**: `ldp.transcript.exact_loss` on the real"
         " channels: S0, x for h weeks then y for h weeks vs x throughout (grows with every"
         " change); S1, 52 weeks of one value vs another; S2, the maximum over the adversarial"
-        " 52-week pairs below; S2-min, the same pairs at the worst offset (R - 1). **hw**:"
+        " 52-week pairs below; S2-min and S2-opt, the same pairs at the offset R - 1. **hw**:"
         f" weekly 95% half-width at n = {N_WEEK:,} (rare: f = 0); **hw / v1**: the larger"
         " ratio to docs/SCHEMA.md's v1 row (platform against os); **12-wk hw**: pooled over 12"
         f" weeks at n = {N_POOL:,} weekly users, rare value (`ldp.estimate.pooled_variance`;"
@@ -566,7 +600,7 @@ def render(
         " the maximum-likelihood one-to-one assignment (Hungarian) under each field's exact"
         " channel, a field's two reports sharing the hidden response with probability 1 (v1,"
         " unchanged value) or 1 - 1/R (epochs). Chance: 1/1,000 = 0.1%. S1 (fresh draws) is"
-        " chance by construction.",
+        " chance by construction; S2-opt (not run) has S2's structure with other R.",
         "",
         "| scheme | kind | exact match | ML assignment | best | chance |",
         "|---|---|---|---|---|---|",
