@@ -8,12 +8,16 @@ Consistency steps turn the unbiased but noisy vector into a plausible one: ``nor
 (Euclidean projection onto the probability simplex, Wang et al., NDSS 2020), ``clip``, ``mle``
 (EM under a Poisson model of the support counts; for GRR this is the iterative Bayesian update
 of Agrawal & Aggarwal 2001) and ``none``.
+
+Pooled weeks (:func:`pooled_frequencies`): the same users report every week, and weeks that
+share a user's memoized response are correlated, so W weeks are *not* one batch of W n
+independent reports; :func:`pooled_variance` is the exact variance of their average.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
 
@@ -25,10 +29,14 @@ from ldp.errors import ParameterError
 __all__ = [
     "CONSISTENCY",
     "FrequencyEstimate",
+    "PooledChannel",
     "apply_consistency",
     "em_update",
+    "epoch_pair_share",
     "estimate_frequencies",
     "frequency_variance",
+    "pooled_frequencies",
+    "pooled_variance",
     "project_simplex",
 ]
 
@@ -250,3 +258,212 @@ def estimate_frequencies(
     # Items that are not a distribution are only ever clipped: record what was done.
     applied = consistency if total is not None or consistency == "none" else "clip"
     return FrequencyEstimate(freq=freq, raw=raw, std=std, n=n, consistency=applied, labels=labels)
+
+
+# --------------------------------------------------------------------------- pooled weeks
+
+
+@dataclass(frozen=True)
+class PooledChannel:
+    """A longitudinal field's support probabilities, split into its two steps.
+
+    A report supports value v with probability ``c + keep * B``, where ``B`` says whether the
+    user's memoized (permanent) response supports v and ``c`` is a constant; ``B`` is 1 with
+    probability ``p1`` when the input is v and ``q1`` when it is not. So one report has
+    ``p* = c + keep p1`` and ``q* = c + keep q1``: ``p* - q* = keep (p1 - q1)``. Frozen epochs
+    (schema v2, ``epsilon_1 == epsilon_perm``) have ``keep = 1`` and ``p* = p1``.
+
+    Parameters
+    ----------
+    p_star, q_star : float
+        Support probabilities of one report (the composed channel).
+    p1, q1 : float
+        Support probabilities of the memoized response.
+    keep : float
+        ``r = p2 - q2``: how much of the memo a report passes on.
+    pad : int or None
+        Pad length of a set field (padding-and-sampling, :class:`ldp.sets.SetOracle`), whose
+        user *having* item v reports it with ``b = q + (p - q) / pad`` in either step and whose
+        estimate is scaled by ``pad``; ``None`` for a categorical field.
+    """
+
+    p_star: float
+    q_star: float
+    p1: float
+    q1: float
+    keep: float
+    pad: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("p_star", "q_star", "p1", "q1", "keep"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ParameterError(f"{name} ({value}) must be in [0, 1]")
+        if not self.q_star < self.p_star or not self.q1 < self.p1:
+            raise ParameterError(
+                f"need q* ({self.q_star}) < p* ({self.p_star}) and q1 ({self.q1}) < p1 ({self.p1})"
+            )
+        gap = self.keep * (self.p1 - self.q1)
+        if not math.isclose(self.p_star - self.q_star, gap, rel_tol=1e-9, abs_tol=1e-12):
+            raise ParameterError(
+                f"p* - q* ({self.p_star - self.q_star}) must equal keep (p1 - q1) ({gap})"
+            )
+        if self.pad is not None and (isinstance(self.pad, bool) or self.pad < 1):
+            raise ParameterError(f"pad ({self.pad!r}) must be an integer >= 1 or None")
+
+    @classmethod
+    def of(cls, randomizer: Any) -> PooledChannel:
+        """The channel of a field randomizer (``FieldSpec.randomizer()``): L-GRR, L-SS, L-SUE,
+        L-OSUE, L-OLH (``q1 = 1/g``, a uniform hash) or a set field over any of them."""
+        if hasattr(randomizer, "oracle") and hasattr(randomizer, "pad"):
+            inner = cls.of(randomizer.oracle)
+            return cls(inner.p_star, inner.q_star, inner.p1, inner.q1, inner.keep, randomizer.pad)
+        mech = randomizer.mechanism
+        p_star, q_star = float(randomizer.p_star), float(randomizer.q_star)
+        if mech == "ss":
+            d, k = randomizer.d, randomizer.k
+            p1 = float(randomizer.prr_include)
+            q1 = (p1 * (k - 1) + (1 - p1) * k) / (d - 1)
+            keep = float(randomizer.irr_keep)
+        elif mech in ("grr", "olh"):
+            m = randomizer.d if mech == "grr" else randomizer.g
+            p1 = float(randomizer.prr_keep)
+            q1 = (1 - p1) / (m - 1) if mech == "grr" else 1 / m
+            p2 = float(randomizer.irr_keep)
+            keep = p2 - (1 - p2) / (m - 1)
+        elif mech in ("sue", "oue"):
+            p1, q1 = (float(x) for x in randomizer.prr_bits)
+            p2, q2 = (float(x) for x in randomizer.irr_bits)
+            keep = p2 - q2
+        else:
+            raise ParameterError(f"mechanism ({mech!r}) has no pooled channel")
+        return cls(p_star, q_star, p1, q1, keep)
+
+
+def epoch_pair_share(epoch_weeks: int | None, weeks: int) -> float:
+    """``rho``: the expected share of ordered pairs of distinct weeks, among the ``W**2`` of a
+    window of ``weeks`` consecutive weeks, in which one user reports from the same memo.
+
+    ``rho = (E[sum_e w_e**2] - W) / W**2``, with ``w_e`` the weeks of the window in the user's
+    epoch e. With epochs of ``R = epoch_weeks`` weeks and an offset uniform over ``0..R-1``
+    (schema v2's HMAC stagger), two weeks ``delta`` apart share an epoch with probability
+    ``max(0, 1 - delta / R)``, so ``E[sum_e w_e**2] = W + 2 sum_{delta=1}^{W-1} (W - delta)
+    max(0, 1 - delta / R)``. ``R = 1`` is fresh noise (``rho = 0``); ``epoch_weeks=None`` is one
+    memo for the whole window (v1's memo per value, for a value that does not change):
+    ``rho = 1 - 1/W``.
+    """
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+        raise ParameterError(f"weeks ({weeks!r}) must be an integer >= 1")
+    if epoch_weeks is None:
+        return 1 - 1 / weeks
+    if isinstance(epoch_weeks, bool) or not isinstance(epoch_weeks, int) or epoch_weeks < 1:
+        raise ParameterError(f"epoch_weeks ({epoch_weeks!r}) must be an integer >= 1 or None")
+    pairs = sum(
+        2 * (weeks - delta) * (epoch_weeks - delta) for delta in range(1, min(weeks, epoch_weeks))
+    )
+    return pairs / epoch_weeks / weeks**2
+
+
+def pooled_variance(channel: PooledChannel, n: int, weeks: int, share: float, f: Any = None) -> Any:
+    """Exact variance of the pooled estimate of one value's frequency averaged over W weeks.
+
+    With the same ``n`` users reporting in each of ``W = weeks`` weeks, each with an unchanging
+    input (a fraction ``f`` has v), and ``share`` the :func:`epoch_pair_share` of the scheme::
+
+        Var = [ (f p*(1-p*) + (1-f) q*(1-q*)) / W
+                + share * keep**2 * (f p1(1-p1) + (1-f) q1(1-q1)) ] / (n (p* - q*)**2)
+
+    For a set field, ``p*`` and ``p1`` in the brackets become the holder's ``b = q + (p - q) /
+    pad`` and the whole is multiplied by ``pad**2`` (at ``W = 1`` this is
+    :class:`ldp.sets.SetOracle`'s variance). At ``W = 1`` a categorical field gives
+    :func:`frequency_variance`.
+
+    Parameters
+    ----------
+    channel : PooledChannel
+        The field's two-step support probabilities.
+    n : int
+        Users reporting in every week of the window.
+    weeks : int
+        Window length W.
+    share : float
+        ``rho`` in ``[0, 1 - 1/W]``: see :func:`epoch_pair_share`.
+    f : float or array_like, optional
+        True (pooled) frequency of the value; ``None`` means 0.
+
+    Returns
+    -------
+    float or ndarray
+        The variance (an array if ``f`` is one).
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ParameterError(f"number of users n ({n!r}) must be an integer >= 1")
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+        raise ParameterError(f"weeks ({weeks!r}) must be an integer >= 1")
+    if not 0 <= share <= 1 - 1 / weeks + 1e-12:
+        raise ParameterError(f"share ({share}) must be in [0, 1 - 1/W = {1 - 1 / weeks:.6g}]")
+    c = channel
+    pad = 1 if c.pad is None else c.pad
+    hit_star = c.q_star + (c.p_star - c.q_star) / pad
+    hit_1 = c.q1 + (c.p1 - c.q1) / pad
+    freq = 0.0 if f is None else np.asarray(f, dtype=np.float64)
+    fresh = freq * hit_star * (1 - hit_star) + (1 - freq) * c.q_star * (1 - c.q_star)
+    memo = freq * hit_1 * (1 - hit_1) + (1 - freq) * c.q1 * (1 - c.q1)
+    var = pad**2 * (fresh / weeks + share * c.keep**2 * memo) / (n * (c.p_star - c.q_star) ** 2)
+    return float(var) if np.ndim(var) == 0 else var
+
+
+def pooled_frequencies(
+    supports: npt.ArrayLike,
+    n: int,
+    channel: PooledChannel,
+    share: float,
+    consistency: str = "norm-sub",
+    labels: tuple[str, ...] | None = None,
+) -> FrequencyEstimate:
+    """Unbiased frequencies averaged over W weeks, with their exact standard errors.
+
+    ``supports`` is a ``(W, d)`` array: week t's support counts from the same ``n`` users.
+    The estimate ``scale * (mean_t s_t / n - q*) / (p* - q*)`` (``scale`` = the pad of a set
+    field, else 1) is unbiased for the frequency of the randomizers' inputs averaged over the
+    weeks (for schema v2: each user's value when the epoch began); its ``std`` is
+    :func:`pooled_variance` at the clipped estimate. A set field's items are only clipped
+    (``total=None`` in :func:`estimate_frequencies`).
+
+    Parameters
+    ----------
+    supports : array_like
+        Support counts, one row per week.
+    n : int
+        Users reporting in every week.
+    channel : PooledChannel
+        The field's channel (:meth:`PooledChannel.of`).
+    share : float
+        The scheme's :func:`epoch_pair_share` for ``W`` weeks.
+    consistency : str
+        One of :data:`CONSISTENCY`.
+    labels : tuple of str, optional
+        Item names.
+
+    Returns
+    -------
+    FrequencyEstimate
+        With ``n`` the users per week.
+    """
+    s = np.asarray(supports, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] < 1:
+        raise ParameterError(f"supports must be a (weeks, d) array, got shape {s.shape}")
+    weeks = int(s.shape[0])
+    pad = channel.pad
+    est = estimate_frequencies(
+        s.mean(axis=0),
+        n,
+        channel.p_star,
+        channel.q_star,
+        consistency,
+        labels,
+        scale=1.0 if pad is None else float(pad),
+        total=1.0 if pad is None else None,
+    )
+    var = pooled_variance(channel, est.n, weeks, share, np.clip(est.raw, 0.0, 1.0))
+    return replace(est, std=np.sqrt(var))
