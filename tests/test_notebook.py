@@ -36,8 +36,9 @@ from twentyi_telemetry.state import APP_NAME, SUBDIR
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOK = REPO / "notebooks" / "epsilon_budget.ipynb"
 PRIVACY = REPO / "PRIVACY.md"
-#: One figure per section that has one: utility, channel, audit, attack, shuffling, mechanisms.
-FIGURES = 6
+#: One figure per section that has one (the attack shares section 4 with the audit): budget,
+#: utility, channel, audit, attack, shuffling, mechanisms, privacy over time.
+FIGURES = 8
 
 
 def _section(text: str, heading: str) -> str:
