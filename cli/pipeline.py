@@ -212,6 +212,8 @@ def _roll_over(
     period_end = period_start(tally.period) + timedelta(weeks=1)
     if tally.schema_version != schema.version or now - period_end > MAX_AGE:
         return []  # another schema's counts, or a week too old to send
+    if not schema.sendable:
+        return []  # no epochs, so no finite bound over a year: never send under it
 
     from cli.endpoint import resolve
 

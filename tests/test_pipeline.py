@@ -373,3 +373,22 @@ class TestPolicyChange:
         outcome = sender.run(paths, env, now=NOW, transport=transport, force=True)
         assert (outcome.state, outcome.sent) == ("sent", 2) and len(requests) == 1
         assert spool.spool_names(paths) == []
+
+
+class TestSendableOnly:
+    """The worker never builds a report under a schema without a finite yearly bound."""
+
+    def test_v1_schema_is_never_sent(
+        self, paths: Paths, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With a v1-style schema shipped (no epochs), the finished week produces no report."""
+        import ldp.schema
+        from ldp.schema import known_schemas
+
+        v1 = known_schemas()[0]
+        monkeypatch.setattr(ldp.schema, "shipped_schema", lambda: v1)
+        old = tally()
+        old.schema_version = v1.version  # counted under the schema now shipped
+        decision = setup(paths, env, t=old)
+        assert pipeline.roll_over(paths, decision, NOW, env) == []
+        assert spool.spool_names(paths) == []
