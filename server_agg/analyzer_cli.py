@@ -114,7 +114,7 @@ def aggregate(
     from ldp.errors import LdpError
     from server_agg.aggregate import AggregateError, ParquetSource, Source, StoreSource
     from server_agg.aggregate import aggregate as run_local
-    from server_agg.keys import KeyFileError, load_private
+    from server_agg.keys import KeyFileError, load_private, private_key_exposure
     from server_agg.render import render, table_renderables
 
     if (store is None) == (parquet is None):
@@ -125,6 +125,12 @@ def aggregate(
         _fail(f"--delta ({delta}) must be in (0, 1)")
     if scheduler is not None and engine is not Engine.dask:
         _fail("--scheduler needs --engine dask")
+    try:
+        exposure = private_key_exposure(key)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    if exposure is not None:
+        typer.echo(f"20i-agg: warning: {exposure}", err=True)
     try:
         if engine is Engine.dask:
             if parquet is None:
