@@ -745,17 +745,23 @@ class StoreSource:
         return f"store {self.path}" + (f" (day {self.day})" if self.day else "")
 
     def _open(self) -> Any:
+        # Read-only: the analyzer never creates, converts or writes an input file.
         from server_agg.store import Store, StoreError
 
         try:
-            return Store(self.path, create=False)
+            return Store.open_read_only(self.path)
         except StoreError as exc:
             raise AggregateError(str(exc)) from None
 
     def total(self) -> int | None:
         """Reports in the store (on ``day``), counted before reading."""
+        from server_agg.store import StoreError
+
         with self._open() as store:
-            return int(store.count(self.day))
+            try:
+                return int(store.count(self.day))
+            except StoreError as exc:  # a damaged page, say: one line, not a traceback
+                raise AggregateError(str(exc)) from None
 
     def chunks(self, size: int) -> Iterator[list[bytes]]:
         """Ciphertexts in arrival order, ``size`` per chunk, one short query each."""
