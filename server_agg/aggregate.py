@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
 
@@ -51,6 +52,7 @@ from ldp.errors import (
 )
 from ldp.report import MAX_REPORT_BYTES, decode_report, parse_period
 from ldp.schema import FieldSpec, Schema, canonical_dumps, shipped_schema
+from server_agg.periods import PeriodWindow, plausible_periods
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,14 +101,17 @@ DEFAULT_DELTA: Final = 1e-6
 #: Why a report was skipped, in display order. ``decrypt``: the HPKE envelope did not open
 #: (random bytes, truncated, tampered, or sealed to another key); ``unknown_schema``: a schema id
 #: this analyzer does not know; ``out_of_range``: a value, kind, period or version outside what
-#: the schema allows; ``wrong_type``: a value of the wrong JSON type; ``unknown_field`` /
-#: ``missing_field``: fields that do not match the report kind; ``too_large``: plaintext over
-#: 4 KiB; ``malformed``: anything else the strict decoder refuses (bad JSON, not canonical);
-#: ``internal``: the decoder failed in an unexpected way (a bug: counted, never fatal).
+#: the schema allows; ``implausible_period``: a real ISO week, but before the report's schema
+#: was released or after next week (:mod:`server_agg.periods`); ``wrong_type``: a value of the
+#: wrong JSON type; ``unknown_field`` / ``missing_field``: fields that do not match the report
+#: kind; ``too_large``: plaintext over 4 KiB; ``malformed``: anything else the strict decoder
+#: refuses (bad JSON, not canonical); ``internal``: the decoder failed in an unexpected way (a
+#: bug: counted, never fatal).
 REJECT_REASONS: Final = (
     "decrypt",
     "unknown_schema",
     "out_of_range",
+    "implausible_period",
     "wrong_type",
     "unknown_field",
     "missing_field",
@@ -552,9 +557,11 @@ def _count_chunk(
     schemas: Mapping[str, Schema],
     kind: str | None,
     period: str | None,
-) -> tuple[dict[GroupKey, GroupCounts], int] | None:
-    """``(groups, excluded)`` of a chunk in which *every* report is legal and canonical, else
-    ``None`` (the caller then judges report by report, and the strict decoder names reasons).
+    window: PeriodWindow | None = None,
+) -> tuple[dict[GroupKey, GroupCounts], int, int] | None:
+    """``(groups, excluded, implausible)`` of a chunk in which *every* report is legal and
+    canonical, else ``None`` (the caller then judges report by report, and the strict decoder
+    names reasons).
 
     One regular-expression pass over the chunk joined by newlines finds every report's field
     values; the columns of values are counted in C (``Counter``) and each distinct value is
@@ -567,7 +574,7 @@ def _count_chunk(
         return None
     chunk_pattern, columns = found
     groups: dict[GroupKey, GroupCounts] = {}
-    excluded = 0
+    excluded = implausible = 0
     for schema_id, report_kind, pattern, first in chunk_pattern.branches:
         periods = Counter(columns[first + len(pattern.names)])
         periods.pop(b"", None)  # the reports of other branches
@@ -581,6 +588,9 @@ def _count_chunk(
                 return None
         for raw_period, n in periods.items():
             text = raw_period.decode("ascii")
+            if window is not None and not window.allows(schema_id, text):
+                implausible += n
+                continue
             if (kind is not None and report_kind != kind) or (
                 period is not None and text != period
             ):
@@ -593,7 +603,7 @@ def _count_chunk(
                 )
             }
             groups[GroupKey(schema_id, report_kind, text)] = GroupCounts(n, support)
-    return groups, excluded
+    return groups, excluded, implausible
 
 
 def _count_decoded(
@@ -602,8 +612,9 @@ def _count_decoded(
     kind: str | None,
     period: str | None,
     private_key: X25519PrivateKey | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
-    """Open (with a key), decode, validate, filter and count one chunk."""
+    """Open (with a key), decode, validate, judge the period, filter and count one chunk."""
     counts = Counts()
     rejects = counts.rejects
     tally = _Tally()
@@ -621,11 +632,14 @@ def _count_decoded(
                 plaintexts.append(open_sealed(item, private_key))
             except Exception:  # EnvelopeError, or a non-bytes item from a damaged source
                 rejects["decrypt"] += 1
-    fast = _count_chunk(plaintexts, schemas, kind, period)
+    fast = _count_chunk(plaintexts, schemas, kind, period, window)
     if fast is not None:
         counts.read = read
-        counts.groups, counts.excluded = fast
+        counts.groups, counts.excluded, implausible = fast
+        if implausible:
+            rejects["implausible_period"] += implausible
         return counts
+    verdicts: dict[tuple[str, str], bool] = {}
     for item in plaintexts:
         parsed = _fast_parse(item, schemas)
         if parsed is None:
@@ -638,6 +652,13 @@ def _count_decoded(
             # a cache bypass brings it here. Count it the same way.
             parsed = _slow_parse(report, schemas)
         key, pattern, raws, loose = parsed
+        if window is not None:
+            ok = verdicts.get((key.schema_id, key.period))
+            if ok is None:
+                ok = verdicts[key.schema_id, key.period] = window.allows(key.schema_id, key.period)
+            if not ok:
+                rejects["implausible_period"] += 1
+                continue
         if (kind is not None and key.kind != kind) or (period is not None and key.period != period):
             counts.excluded += 1
             continue
@@ -667,9 +688,13 @@ def count_plaintexts(
     *,
     kind: str | None = None,
     period: str | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
-    """Count already-opened reports (tests and simulations that skip the envelope)."""
-    return _count_decoded(plaintexts, schema_map(schemas), kind, period)
+    """Count already-opened reports (tests and simulations that skip the envelope).
+
+    With ``window``, reports dated outside it are rejected as ``implausible_period``.
+    """
+    return _count_decoded(plaintexts, schema_map(schemas), kind, period, None, window)
 
 
 def count_ciphertexts(
@@ -679,9 +704,10 @@ def count_ciphertexts(
     *,
     kind: str | None = None,
     period: str | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
-    """Open, decode, validate and count one chunk of sealed reports."""
-    return _count_decoded(ciphertexts, schema_map(schemas), kind, period, private_key)
+    """Open, decode, validate and count one chunk of sealed reports (``window``: as above)."""
+    return _count_decoded(ciphertexts, schema_map(schemas), kind, period, private_key, window)
 
 
 # --------------------------------------------------------------------------- sources
@@ -934,7 +960,11 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(
-    key_bytes: bytes, schema_texts: tuple[str, ...], kind: str | None, period: str | None
+    key_bytes: bytes,
+    schema_texts: tuple[str, ...],
+    kind: str | None,
+    period: str | None,
+    window: PeriodWindow | None = None,
 ) -> None:
     from ldp.schema import load_schema
 
@@ -942,6 +972,7 @@ def _init_worker(
     _WORKER["schemas"] = tuple(load_schema(text) for text in schema_texts)
     _WORKER["kind"] = kind
     _WORKER["period"] = period
+    _WORKER["window"] = window
 
 
 def _work(chunk: list[bytes]) -> Counts:
@@ -951,6 +982,7 @@ def _work(chunk: list[bytes]) -> Counts:
         _WORKER["schemas"],
         kind=_WORKER["kind"],
         period=_WORKER["period"],
+        window=_WORKER["window"],
     )
 
 
@@ -983,8 +1015,11 @@ def count_source(
     workers: int = 1,
     chunk_size: int = DEFAULT_CHUNK,
     on_progress: Callable[[int], None] | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
     """Count every report of ``source``; ``workers > 1`` opens envelopes in that many processes.
+
+    With ``window``, reports dated outside it are rejected as ``implausible_period``.
 
     With one worker everything runs in this process (no start-up or hand-off cost). Workers
     are forked when that is safe (Linux, and this process has no other thread: a fork copies
@@ -1005,7 +1040,11 @@ def count_source(
     total = Counts()
     if workers == 1:
         for chunk in source.chunks(chunk_size):
-            total.add(count_ciphertexts(chunk, private_key, schema_list, kind=kind, period=period))
+            total.add(
+                count_ciphertexts(
+                    chunk, private_key, schema_list, kind=kind, period=period, window=window
+                )
+            )
             if on_progress is not None:
                 on_progress(len(chunk))
         return total
@@ -1015,6 +1054,7 @@ def count_source(
         tuple(s.canonical_json() for s in schema_list),
         kind,
         period,
+        window,
     )
     # Forked workers share this process's memory copy-on-write; a garbage collection in a
     # worker would write to every inherited object's header and copy page after page (measured:
@@ -1315,9 +1355,15 @@ def aggregate(
     workers: int = 1,
     chunk_size: int = DEFAULT_CHUNK,
     progress: bool | None = False,
+    today: date | None = None,
 ) -> AggregateResult:
-    """Run the local engine end to end; ``progress=None`` shows a bar only on a terminal."""
+    """Run the local engine end to end; ``progress=None`` shows a bar only on a terminal.
+
+    Reports dated outside [their schema's release, the week after ``today``'s] are rejected
+    as ``implausible_period`` (``today``: UTC today when ``None``).
+    """
     check_filters(kind, period, schemas)
+    window = plausible_periods(schema_map(schemas).values(), today)
     started = time.perf_counter()
     total = source.total() if progress is not False else None
     with _Progress(total, progress) as bar:
@@ -1330,6 +1376,7 @@ def aggregate(
             workers=workers,
             chunk_size=chunk_size,
             on_progress=bar.advance,
+            window=window,
         )
     filters = {k: v for k, v in (("kind", kind), ("period", period)) if v is not None}
     return finalize(
