@@ -31,7 +31,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ConnectionLimits", "fd_headroom", "guarded_protocol", "raise_fd_limit"]
+__all__ = [
+    "ConnectionLimits",
+    "SameLineThrottle",
+    "fd_headroom",
+    "guarded_protocol",
+    "raise_fd_limit",
+]
 
 _log = logging.getLogger("server_agg.collector")
 
@@ -87,6 +93,36 @@ def raise_fd_limit() -> int:
 def fd_headroom(soft_limit: int) -> int:
     """The most client connections a soft open-files limit leaves room for."""
     return max(1, soft_limit - _FD_RESERVE)
+
+
+class SameLineThrottle(logging.Filter):
+    """Let a given log line through at most once per ``every`` seconds, counting the rest.
+
+    Uvicorn logs one warning per malformed request; a flood of garbage would otherwise become a
+    flood of log lines (and, with a stderr nobody drains, a blocked server).
+    """
+
+    def __init__(self, message: str, every: float = _LOG_EVERY) -> None:
+        super().__init__()
+        self.message = message
+        self.every = every
+        self._last = -math.inf
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Pass the first line of each period, with how many were dropped before it."""
+        if record.getMessage() != self.message:
+            return True
+        now = time.monotonic()
+        if now - self._last < self.every:
+            self._dropped += 1
+            return False
+        if self._dropped:
+            record.msg = f"{self.message} ({self._dropped} more not logged)"
+            record.args = ()
+        self._last = now
+        self._dropped = 0
+        return True
 
 
 def _json_response(status: int, reason: str, message: str) -> bytes:

@@ -30,7 +30,12 @@ SLACK = 2.0
 
 @contextlib.contextmanager
 def collector(tmp_path: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """A collector process on a port of its own choosing; stopped (by pid) afterwards."""
+    """A collector process on a port of its own choosing; stopped (by pid) afterwards.
+
+    Its stderr goes to ``tmp_path / "stderr.txt"`` (see :func:`stderr_of`): a pipe nobody reads
+    would fill up and block the server's logging.
+    """
+    err = open(tmp_path / "stderr.txt", "w")  # noqa: SIM115  # closed in the finally below
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -51,7 +56,7 @@ def collector(tmp_path: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[st
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=err,
         text=True,
     )
     try:
@@ -60,7 +65,8 @@ def collector(tmp_path: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[st
         match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         if match is None:
             proc.kill()
-            pytest.fail(f"collector did not start: {line!r} {proc.communicate(timeout=10)[1]!r}")
+            proc.communicate(timeout=10)
+            pytest.fail(f"collector did not start: {line!r} {stderr_of(tmp_path)!r}")
         yield proc, int(match.group(1))
     finally:
         proc.terminate()
@@ -69,6 +75,12 @@ def collector(tmp_path: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[st
         except subprocess.TimeoutExpired:  # pragma: no cover - a hung server fails the test
             proc.kill()
             proc.communicate()
+        err.close()
+
+
+def stderr_of(tmp_path: Path) -> str:
+    """What the collector started by :func:`collector` in ``tmp_path`` wrote to stderr."""
+    return (tmp_path / "stderr.txt").read_text()
 
 
 def _connect(port: int) -> socket.socket:
@@ -302,7 +314,8 @@ class TestConnectionBound:
             for s in socks:
                 s.close()
             proc.terminate()
-            _, err = proc.communicate(timeout=30)
+            proc.communicate(timeout=30)
+        err = stderr_of(tmp_path)
         assert "connection bound of 5 reached" in err
         assert "127.0.0.1" not in err
 
