@@ -53,6 +53,7 @@ from ldp.errors import (
 from ldp.report import MAX_REPORT_BYTES, decode_report, parse_period
 from ldp.schema import FieldSpec, Schema, canonical_dumps, shipped_schema
 from server_agg.periods import PeriodWindow, plausible_periods
+from server_agg.poisoning import PatternTrim, screen_field
 
 if TYPE_CHECKING:
     import numpy as np
@@ -159,10 +160,16 @@ class GroupKey(NamedTuple):
 
 @dataclass
 class GroupCounts:
-    """``n`` valid reports of one group and, per field, how many of them support each item."""
+    """``n`` valid reports of one group and, per field, how many of them support each item.
+
+    ``patterns`` counts, per field, each distinct wire value (canonical bytes) seen: what the
+    poisoning screen (:mod:`server_agg.poisoning`) tests against the channel's law. Values too
+    varied to cache (OLH seeds) are not in it.
+    """
 
     n: int
     support: dict[str, npt.NDArray[np.int64]]
+    patterns: dict[str, Counter[bytes]] = field(default_factory=dict)
 
     def add(self, other: GroupCounts) -> None:
         """Add another chunk's counts of the same group (in place)."""
@@ -170,6 +177,8 @@ class GroupCounts:
         for name, vector in other.support.items():
             mine = self.support.get(name)
             self.support[name] = vector.copy() if mine is None else mine + vector
+        for name, seen in other.patterns.items():
+            self.patterns.setdefault(name, Counter()).update(seen)
 
 
 @dataclass
@@ -199,7 +208,9 @@ class Counts:
             mine = self.groups.get(key)
             if mine is None:
                 self.groups[key] = GroupCounts(
-                    group.n, {k: v.copy() for k, v in group.support.items()}
+                    group.n,
+                    {k: v.copy() for k, v in group.support.items()},
+                    {k: Counter(v) for k, v in group.patterns.items()},
                 )
             else:
                 mine.add(group)
@@ -376,6 +387,7 @@ class _Tally:
         out = {}
         for key, (pattern, rows, loose, mixed) in self.groups.items():
             support = {}
+            patterns = {}
             columns = list(zip(*rows, strict=True)) if rows else [() for _ in pattern.names]
             for i, name in enumerate(pattern.names):
                 cache = pattern.fields[name]
@@ -384,11 +396,12 @@ class _Tally:
                 seen.update(row[i] for row in mixed if i in row)
                 if seen:
                     total += _weighted_support(cache, seen)
+                patterns[name] = seen
                 if loose[i]:
                     rnd = cache.randomizer
                     total += rnd.support(rnd.encode_batch(loose[i]))
                 support[name] = total
-            out[key] = GroupCounts(len(rows) + len(mixed), support)
+            out[key] = GroupCounts(len(rows) + len(mixed), support, patterns)
         return out
 
 
@@ -602,7 +615,8 @@ def _count_chunk(
                     pattern.names, pattern.caches, by_period[raw_period], strict=True
                 )
             }
-            groups[GroupKey(schema_id, report_kind, text)] = GroupCounts(n, support)
+            patterns = dict(zip(pattern.names, by_period[raw_period], strict=True))
+            groups[GroupKey(schema_id, report_kind, text)] = GroupCounts(n, support, patterns)
     return groups, excluded, implausible
 
 
@@ -1110,6 +1124,8 @@ class FieldResult:
     spec: FieldSpec
     estimate: FrequencyEstimate
     support: tuple[int, ...]
+    #: Patterns the poisoning screen found over-represented; their excess is not in the estimate.
+    trims: tuple[PatternTrim, ...] = ()
 
     @property
     def name(self) -> str:
@@ -1228,11 +1244,14 @@ def finalize(
     workers: int = 1,
     seconds: float = 0.0,
     filters: Mapping[str, str] | None = None,
+    screen: bool = True,
 ) -> AggregateResult:
     """Turn counts into estimates: debias, standard errors, consistency; privacy per group.
 
     ``delta=None`` skips the central-epsilon computation (slow for small n; simulations that
-    only need the estimates use it).
+    only need the estimates use it). With ``screen`` (the default), each field's patterns are
+    tested against the channel's law and an over-represented pattern's excess is left out of
+    that field's estimate, listed in :attr:`FieldResult.trims` (:mod:`server_agg.poisoning`).
     """
     from ldp.estimate import CONSISTENCY
 
@@ -1254,10 +1273,22 @@ def finalize(
         results = []
         for spec in schema.kind(key.kind).fields:
             support = group.support[spec.name]
-            estimate = spec.randomizer().estimate_from_support(
-                support, group.n, consistency=consistency, labels=spec.domain
+            randomizer = spec.randomizer()
+            n_field = group.n
+            trims: tuple[PatternTrim, ...] = ()
+            if screen and spec.name in group.patterns:
+                support, n_field, trims = screen_field(
+                    spec.name,
+                    randomizer,
+                    group.n,
+                    support,
+                    group.patterns[spec.name],
+                    labels=spec.domain,
+                )
+            estimate = randomizer.estimate_from_support(
+                support, n_field, consistency=consistency, labels=spec.domain
             )
-            results.append(FieldResult(spec, estimate, tuple(int(x) for x in support)))
+            results.append(FieldResult(spec, estimate, tuple(int(x) for x in support), trims))
         privacy = kind_privacy(schema, key.kind, group.n, delta)
         groups.append(
             GroupResult(key.schema_id, key.kind, key.period, group.n, tuple(results), privacy)
@@ -1356,6 +1387,7 @@ def aggregate(
     chunk_size: int = DEFAULT_CHUNK,
     progress: bool | None = False,
     today: date | None = None,
+    screen: bool = True,
 ) -> AggregateResult:
     """Run the local engine end to end; ``progress=None`` shows a bar only on a terminal.
 
@@ -1390,4 +1422,5 @@ def aggregate(
         workers=workers,
         seconds=time.perf_counter() - started,
         filters=filters,
+        screen=screen,
     )

@@ -109,6 +109,14 @@ def aggregate(
         Format, typer.Option("--format", help="table, json, csv or html.")
     ] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+    screen: Annotated[
+        bool,
+        typer.Option(
+            "--screen/--no-screen",
+            help="Leave out the excess of report patterns the channel cannot produce that often "
+            "(poisoning screen; what it leaves out is listed).",
+        ),
+    ] = True,
 ) -> None:
     """Decrypt, validate and count stored reports; print estimates with confidence intervals."""
     from ldp.errors import LdpError
@@ -147,6 +155,7 @@ def aggregate(
                 delta=delta,
                 scheduler=scheduler,
                 workers=workers or 2,
+                screen=screen,
             )
         else:
             private = load_private(key)
@@ -164,6 +173,7 @@ def aggregate(
                 delta=delta,
                 workers=workers,
                 progress=None,
+                screen=screen,
             )
     except (AggregateError, KeyFileError, LdpError) as exc:
         _fail(str(exc))

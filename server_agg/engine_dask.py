@@ -169,6 +169,7 @@ def dask_aggregate(
     processes: bool = True,
     client: Any = None,
     today: date | None = None,
+    screen: bool = True,
 ) -> AggregateResult:
     """The Dask engine end to end: count on the cluster, then estimate here.
 
@@ -208,4 +209,5 @@ def dask_aggregate(
         workers=workers if scheduler is None and client is None else 0,
         seconds=time.perf_counter() - started,
         filters=filters,
+        screen=screen,
     )
