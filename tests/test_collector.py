@@ -639,3 +639,10 @@ class TestServeCommand:
         self._one_line_error(self._serve("--store", store, "--port", "70000"), "0..65535")
         self._one_line_error(self._serve("--store", store, "--rate-limit", "-1"), ">= 0")
         self._one_line_error(self._serve("--store", store, "--max-group", "0"), ">= 1")
+        self._one_line_error(self._serve("--store", store, "--idle-timeout", "0"), "--idle-timeout")
+        self._one_line_error(
+            self._serve("--store", store, "--max-header-bytes", "10"), "--max-header-bytes"
+        )
+        self._one_line_error(
+            self._serve("--store", store, "--max-connections", "0"), "--max-connections"
+        )
