@@ -26,11 +26,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.results import machine_line, write_section  # noqa: E402
-from ldp.schema import canonical_dumps, shipped_schema  # noqa: E402
-from server_agg.aggregate import AggregateResult, count_plaintexts, finalize  # noqa: E402
-from server_agg.poisoning import pattern_law  # noqa: E402
-from server_agg.simulate import GeneratorSource, make_population  # noqa: E402
+from bench.results import machine_line, write_section
+from ldp.schema import canonical_dumps, shipped_schema
+from server_agg.aggregate import AggregateResult, count_plaintexts, finalize
+from server_agg.poisoning import pattern_law
+from server_agg.simulate import GeneratorSource, make_population
 
 SCHEMA = shipped_schema()
 PERIOD = "2026-W49"

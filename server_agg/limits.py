@@ -233,6 +233,8 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
         # -- header limit ------------------------------------------------------------------
 
         def data_received(self, data: bytes) -> None:
+            if self._phase == "closed":
+                return  # refused (431, 400): nothing more is parsed or buffered
             if self._phase in ("idle", "busy"):
                 # The first byte of a request (in "busy", a pipelined one).
                 self._head_bytes = 0
