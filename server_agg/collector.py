@@ -60,6 +60,30 @@ _MAX_REPORT_CHARS = 4 * math.ceil(MAX_REPORT_BYTES / 3)
 _SHOWN = 60  # how much of a client-supplied value an error message may echo
 #: Warnings (why a 503, why connections were closed) go here; never an address or a header.
 _log = logging.getLogger("server_agg.collector")
+#: A failing store fails every request: its 503 warning is logged at most once per this long.
+_WARN_EVERY = 10.0
+
+
+class _Warner:
+    """Log a warning at most once per ``every`` seconds, saying how many were held back."""
+
+    def __init__(
+        self, every: float = _WARN_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = every
+        self._clock = clock
+        self._last = -math.inf
+        self._held = 0
+
+    def warn(self, message: str, *args: object) -> None:
+        now = self._clock()
+        if now - self._last < self.every:
+            self._held += 1
+            return
+        suffix = f" ({self._held} more like it not logged)" if self._held else ""
+        _log.warning(message + suffix, *args)
+        self._last = now
+        self._held = 0
 
 
 class CollectorError(Exception):
@@ -345,6 +369,7 @@ def create_app(
     else:
         key_doc = None
     bucket = None if rate_limit is None else TokenBucket(rate_limit, clock)
+    commit_warner, health_warner = _Warner(), _Warner()
     committer = GroupCommitter(store, max_pending=max_pending, max_group=max_group)
 
     async def post_reports(request: Request) -> Response:
@@ -371,7 +396,7 @@ def create_app(
         except Overloaded:
             return _error(429, "collector overloaded; retry later", 1)
         except StoreUnavailable as exc:
-            _log.warning("answered 503: the store did not commit a batch: %s", exc)
+            commit_warner.warn("answered 503: the store did not commit a batch: %s", exc)
             return _error(503, "store unavailable; retry later", 5)
         return JSONResponse({"accepted": accepted, "duplicates": duplicates}, status_code=202)
 
@@ -379,7 +404,7 @@ def create_app(
         try:
             await run_in_threadpool(store.ping)
         except Exception as exc:  # any failure of the store is "unreachable", never a crash
-            _log.warning("health answered 503: the store is unreachable: %s", exc)
+            health_warner.warn("health answered 503: the store is unreachable: %s", exc)
             return JSONResponse(
                 {"status": "unavailable", "error": "store unreachable"},
                 status_code=503,

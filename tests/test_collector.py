@@ -460,6 +460,25 @@ class TestErrors:
         assert any("503" in m and "disk gone" in m for m in messages), messages
         assert not any("127.0.0.1" in m for m in messages)
 
+    def test_503_warnings_do_not_flood(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Twenty failing posts in a row log one warning, not twenty."""
+
+        class BrokenSink:
+            def add_batches(self, batches: Sequence[Sequence[bytes]]) -> list[tuple[int, int]]:
+                raise OSError("disk full")
+
+            def ping(self) -> None:
+                pass
+
+        with (
+            caplog.at_level("WARNING", logger="server_agg.collector"),
+            AppClient(create_app(BrokenSink())) as client,
+        ):
+            statuses = [_post(client, _body(_ct(1))).status_code for _ in range(20)]
+        messages = [r.getMessage() for r in caplog.records if r.name == "server_agg.collector"]
+        assert statuses == [503] * 20
+        assert len(messages) == 1
+
     def test_junk_never_spends_a_token(self, store: Store) -> None:
         """With a bucket of one token, 20 bad requests all get their 4xx (never 429) and the
         next valid post is still accepted: the token is taken only after the cheap checks."""
