@@ -102,11 +102,21 @@ def _place(path: Path, write: Callable[[Path], None], *, force: bool) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
         write(tmp)
+        _fsync(tmp)  # the key's bytes are on disk before its name is
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the new name too
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_new(path: Path, data: bytes) -> None:
@@ -120,8 +130,9 @@ def _write_new(path: Path, data: bytes) -> None:
 
 
 def private_key_exposure(path: str | Path) -> str | None:
-    """A warning if the private key at ``path`` (file or key directory) is readable by group
-    or others, else ``None``. Only a warning: the key may sit on a file system without modes."""
+    """A warning if the private key at ``path`` (file or key directory) is open to its group or
+    to others (any of bits 0o077), else ``None``. Only a warning: the key may sit on a file
+    system without modes."""
     p = _resolve(path, PRIVATE_NAME)
     try:
         mode = stat.S_IMODE(p.stat().st_mode)
@@ -129,7 +140,7 @@ def private_key_exposure(path: str | Path) -> str | None:
         return None  # loading the key reports it
     if mode & 0o077:
         return (
-            f"private key {p} is readable by {'group and others' if mode & 0o007 else 'its group'}"
+            f"private key {p} is open to {'others' if mode & 0o007 else 'its group'}"
             f" (mode {mode:04o}); run: chmod 600 {p}"
         )
     return None
