@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -33,13 +34,26 @@ from server_agg.poisoning import pattern_law
 from server_agg.simulate import GeneratorSource, make_population
 
 SCHEMA = shipped_schema()
-PERIOD = "2026-W49"
-#: The values the attacker pushes, one per field of the usage kind (issue 16 used these two).
-TARGETS = {"command": "logout", "modules": "azure", "os": "freebsd", "arch": "riscv64"}
+PERIOD = "2026-W50"  # schema v2's release week: plausible for the analyzer
+#: The values the attacker pushes, one per field of the usage kind (issue 16 used the first two).
+TARGETS = {
+    "command": "logout",
+    "modules": "azure",
+    "platform": "linux-riscv64",
+    "cli_version": "0.9",
+}
 
 
 def _spec(name: str) -> Any:
     return SCHEMA.kind("usage").field(name)
+
+
+def _patterns(name: str) -> str:
+    """``name``: its number of possible output patterns, C(D, k), for the reading note."""
+    law = pattern_law(_spec(name).randomizer())
+    assert law is not None
+    d, k, _ = law
+    return f"`{name}`: {math.comb(d, k):,}"
 
 
 def _target_index(name: str) -> int:
@@ -158,8 +172,9 @@ def run(honest_n: int, seeds: int) -> str:
         f"more than {100 * move:.2g} percentage points.",
         "",
         "Reading it: the screen cuts a naive attacker down to the bound's slack where a field "
-        "has many patterns (`command`: 1,001, `arch`: 56) and barely where it has few "
-        "(`os`: 10, `modules`: 45: the share one pattern may honestly reach is large there). "
+        f"has many patterns ({_patterns('platform')}, {_patterns('cli_version')}) and barely "
+        f"where it has few ({_patterns('command')}, {_patterns('modules')}: the share one "
+        "pattern may honestly reach is large there). "
         "Against the pattern-randomizing attacker it does nothing: every one of its patterns "
         "stays within what honest clients produce (docs/THREAT-MODEL.md, section 4). "
         f"Run time {seconds:.0f} s (`bench/poisoning.py --honest {honest_n} --seeds {seeds}`).",
