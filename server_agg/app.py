@@ -22,6 +22,9 @@ app = typer.Typer(
     help="Collect, store and export 20i telemetry reports (the maintainers' side).",
     no_args_is_help=True,
     add_completion=False,
+    # Plain help: the rich renderer shows boolean flags as `--dry-run <bool>`, which typing
+    # would make an error (as in `20i`, cli/app.py).
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 
