@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
 
@@ -52,6 +53,8 @@ from ldp.errors import (
 from ldp.report import MAX_REPORT_BYTES, decode_report, parse_period
 from ldp.schema import FieldSpec, Schema, canonical_dumps, known_schemas
 from server_agg.marginals import platform_marginals
+from server_agg.periods import PeriodWindow, plausible_periods
+from server_agg.poisoning import PatternTrim, screen_field
 
 if TYPE_CHECKING:
     import numpy as np
@@ -100,14 +103,17 @@ DEFAULT_DELTA: Final = 1e-6
 #: Why a report was skipped, in display order. ``decrypt``: the HPKE envelope did not open
 #: (random bytes, truncated, tampered, or sealed to another key); ``unknown_schema``: a schema id
 #: this analyzer does not know; ``out_of_range``: a value, kind, period or version outside what
-#: the schema allows; ``wrong_type``: a value of the wrong JSON type; ``unknown_field`` /
-#: ``missing_field``: fields that do not match the report kind; ``too_large``: plaintext over
-#: 4 KiB; ``malformed``: anything else the strict decoder refuses (bad JSON, not canonical);
-#: ``internal``: the decoder failed in an unexpected way (a bug: counted, never fatal).
+#: the schema allows; ``implausible_period``: a real ISO week, but before the report's schema
+#: was released or after next week (:mod:`server_agg.periods`); ``wrong_type``: a value of the
+#: wrong JSON type; ``unknown_field`` / ``missing_field``: fields that do not match the report
+#: kind; ``too_large``: plaintext over 4 KiB; ``malformed``: anything else the strict decoder
+#: refuses (bad JSON, not canonical); ``internal``: the decoder failed in an unexpected way (a
+#: bug: counted, never fatal).
 REJECT_REASONS: Final = (
     "decrypt",
     "unknown_schema",
     "out_of_range",
+    "implausible_period",
     "wrong_type",
     "unknown_field",
     "missing_field",
@@ -155,10 +161,16 @@ class GroupKey(NamedTuple):
 
 @dataclass
 class GroupCounts:
-    """``n`` valid reports of one group and, per field, how many of them support each item."""
+    """``n`` valid reports of one group and, per field, how many of them support each item.
+
+    ``patterns`` counts, per field, each distinct wire value (canonical bytes) seen: what the
+    poisoning screen (:mod:`server_agg.poisoning`) tests against the channel's law. Values too
+    varied to cache (OLH seeds) are not in it.
+    """
 
     n: int
     support: dict[str, npt.NDArray[np.int64]]
+    patterns: dict[str, Counter[bytes]] = field(default_factory=dict)
 
     def add(self, other: GroupCounts) -> None:
         """Add another chunk's counts of the same group (in place)."""
@@ -166,6 +178,8 @@ class GroupCounts:
         for name, vector in other.support.items():
             mine = self.support.get(name)
             self.support[name] = vector.copy() if mine is None else mine + vector
+        for name, seen in other.patterns.items():
+            self.patterns.setdefault(name, Counter()).update(seen)
 
 
 @dataclass
@@ -195,7 +209,9 @@ class Counts:
             mine = self.groups.get(key)
             if mine is None:
                 self.groups[key] = GroupCounts(
-                    group.n, {k: v.copy() for k, v in group.support.items()}
+                    group.n,
+                    {k: v.copy() for k, v in group.support.items()},
+                    {k: Counter(v) for k, v in group.patterns.items()},
                 )
             else:
                 mine.add(group)
@@ -372,6 +388,7 @@ class _Tally:
         out = {}
         for key, (pattern, rows, loose, mixed) in self.groups.items():
             support = {}
+            patterns = {}
             columns = list(zip(*rows, strict=True)) if rows else [() for _ in pattern.names]
             for i, name in enumerate(pattern.names):
                 cache = pattern.fields[name]
@@ -380,11 +397,12 @@ class _Tally:
                 seen.update(row[i] for row in mixed if i in row)
                 if seen:
                     total += _weighted_support(cache, seen)
+                patterns[name] = seen
                 if loose[i]:
                     rnd = cache.randomizer
                     total += rnd.support(rnd.encode_batch(loose[i]))
                 support[name] = total
-            out[key] = GroupCounts(len(rows) + len(mixed), support)
+            out[key] = GroupCounts(len(rows) + len(mixed), support, patterns)
         return out
 
 
@@ -553,9 +571,11 @@ def _count_chunk(
     schemas: Mapping[str, Schema],
     kind: str | None,
     period: str | None,
-) -> tuple[dict[GroupKey, GroupCounts], int] | None:
-    """``(groups, excluded)`` of a chunk in which *every* report is legal and canonical, else
-    ``None`` (the caller then judges report by report, and the strict decoder names reasons).
+    window: PeriodWindow | None = None,
+) -> tuple[dict[GroupKey, GroupCounts], int, int] | None:
+    """``(groups, excluded, implausible)`` of a chunk in which *every* report is legal and
+    canonical, else ``None`` (the caller then judges report by report, and the strict decoder
+    names reasons).
 
     One regular-expression pass over the chunk joined by newlines finds every report's field
     values; the columns of values are counted in C (``Counter``) and each distinct value is
@@ -568,7 +588,7 @@ def _count_chunk(
         return None
     chunk_pattern, columns = found
     groups: dict[GroupKey, GroupCounts] = {}
-    excluded = 0
+    excluded = implausible = 0
     for schema_id, report_kind, pattern, first in chunk_pattern.branches:
         periods = Counter(columns[first + len(pattern.names)])
         periods.pop(b"", None)  # the reports of other branches
@@ -582,6 +602,9 @@ def _count_chunk(
                 return None
         for raw_period, n in periods.items():
             text = raw_period.decode("ascii")
+            if window is not None and not window.allows(schema_id, text):
+                implausible += n
+                continue
             if (kind is not None and report_kind != kind) or (
                 period is not None and text != period
             ):
@@ -593,8 +616,9 @@ def _count_chunk(
                     pattern.names, pattern.caches, by_period[raw_period], strict=True
                 )
             }
-            groups[GroupKey(schema_id, report_kind, text)] = GroupCounts(n, support)
-    return groups, excluded
+            patterns = dict(zip(pattern.names, by_period[raw_period], strict=True))
+            groups[GroupKey(schema_id, report_kind, text)] = GroupCounts(n, support, patterns)
+    return groups, excluded, implausible
 
 
 def _count_decoded(
@@ -603,8 +627,9 @@ def _count_decoded(
     kind: str | None,
     period: str | None,
     private_key: X25519PrivateKey | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
-    """Open (with a key), decode, validate, filter and count one chunk."""
+    """Open (with a key), decode, validate, judge the period, filter and count one chunk."""
     counts = Counts()
     rejects = counts.rejects
     tally = _Tally()
@@ -622,11 +647,14 @@ def _count_decoded(
                 plaintexts.append(open_sealed(item, private_key))
             except Exception:  # EnvelopeError, or a non-bytes item from a damaged source
                 rejects["decrypt"] += 1
-    fast = _count_chunk(plaintexts, schemas, kind, period)
+    fast = _count_chunk(plaintexts, schemas, kind, period, window)
     if fast is not None:
         counts.read = read
-        counts.groups, counts.excluded = fast
+        counts.groups, counts.excluded, implausible = fast
+        if implausible:
+            rejects["implausible_period"] += implausible
         return counts
+    verdicts: dict[tuple[str, str], bool] = {}
     for item in plaintexts:
         parsed = _fast_parse(item, schemas)
         if parsed is None:
@@ -639,6 +667,13 @@ def _count_decoded(
             # a cache bypass brings it here. Count it the same way.
             parsed = _slow_parse(report, schemas)
         key, pattern, raws, loose = parsed
+        if window is not None:
+            ok = verdicts.get((key.schema_id, key.period))
+            if ok is None:
+                ok = verdicts[key.schema_id, key.period] = window.allows(key.schema_id, key.period)
+            if not ok:
+                rejects["implausible_period"] += 1
+                continue
         if (kind is not None and key.kind != kind) or (period is not None and key.period != period):
             counts.excluded += 1
             continue
@@ -668,9 +703,13 @@ def count_plaintexts(
     *,
     kind: str | None = None,
     period: str | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
-    """Count already-opened reports (tests and simulations that skip the envelope)."""
-    return _count_decoded(plaintexts, schema_map(schemas), kind, period)
+    """Count already-opened reports (tests and simulations that skip the envelope).
+
+    With ``window``, reports dated outside it are rejected as ``implausible_period``.
+    """
+    return _count_decoded(plaintexts, schema_map(schemas), kind, period, None, window)
 
 
 def count_ciphertexts(
@@ -680,9 +719,10 @@ def count_ciphertexts(
     *,
     kind: str | None = None,
     period: str | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
-    """Open, decode, validate and count one chunk of sealed reports."""
-    return _count_decoded(ciphertexts, schema_map(schemas), kind, period, private_key)
+    """Open, decode, validate and count one chunk of sealed reports (``window``: as above)."""
+    return _count_decoded(ciphertexts, schema_map(schemas), kind, period, private_key, window)
 
 
 # --------------------------------------------------------------------------- sources
@@ -746,17 +786,23 @@ class StoreSource:
         return f"store {self.path}" + (f" (day {self.day})" if self.day else "")
 
     def _open(self) -> Any:
+        # Read-only: the analyzer never creates, converts or writes an input file.
         from server_agg.store import Store, StoreError
 
         try:
-            return Store(self.path, create=False)
+            return Store.open_read_only(self.path)
         except StoreError as exc:
             raise AggregateError(str(exc)) from None
 
     def total(self) -> int | None:
         """Reports in the store (on ``day``), counted before reading."""
+        from server_agg.store import StoreError
+
         with self._open() as store:
-            return int(store.count(self.day))
+            try:
+                return int(store.count(self.day))
+            except StoreError as exc:  # a damaged page, say: one line, not a traceback
+                raise AggregateError(str(exc)) from None
 
     def chunks(self, size: int) -> Iterator[list[bytes]]:
         """Ciphertexts in arrival order, ``size`` per chunk, one short query each."""
@@ -929,7 +975,11 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(
-    key_bytes: bytes, schema_texts: tuple[str, ...], kind: str | None, period: str | None
+    key_bytes: bytes,
+    schema_texts: tuple[str, ...],
+    kind: str | None,
+    period: str | None,
+    window: PeriodWindow | None = None,
 ) -> None:
     from ldp.schema import load_schema
 
@@ -937,6 +987,7 @@ def _init_worker(
     _WORKER["schemas"] = tuple(load_schema(text) for text in schema_texts)
     _WORKER["kind"] = kind
     _WORKER["period"] = period
+    _WORKER["window"] = window
 
 
 def _work(chunk: list[bytes]) -> Counts:
@@ -946,6 +997,7 @@ def _work(chunk: list[bytes]) -> Counts:
         _WORKER["schemas"],
         kind=_WORKER["kind"],
         period=_WORKER["period"],
+        window=_WORKER["window"],
     )
 
 
@@ -978,8 +1030,11 @@ def count_source(
     workers: int = 1,
     chunk_size: int = DEFAULT_CHUNK,
     on_progress: Callable[[int], None] | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
     """Count every report of ``source``; ``workers > 1`` opens envelopes in that many processes.
+
+    With ``window``, reports dated outside it are rejected as ``implausible_period``.
 
     With one worker everything runs in this process (no start-up or hand-off cost). Workers
     are forked when that is safe (Linux, and this process has no other thread: a fork copies
@@ -1000,7 +1055,11 @@ def count_source(
     total = Counts()
     if workers == 1:
         for chunk in source.chunks(chunk_size):
-            total.add(count_ciphertexts(chunk, private_key, schema_list, kind=kind, period=period))
+            total.add(
+                count_ciphertexts(
+                    chunk, private_key, schema_list, kind=kind, period=period, window=window
+                )
+            )
             if on_progress is not None:
                 on_progress(len(chunk))
         return total
@@ -1010,6 +1069,7 @@ def count_source(
         tuple(s.canonical_json() for s in schema_list),
         kind,
         period,
+        window,
     )
     # Forked workers share this process's memory copy-on-write; a garbage collection in a
     # worker would write to every inherited object's header and copy page after page (measured:
@@ -1067,6 +1127,8 @@ class FieldResult:
     support: tuple[int, ...]
     #: For a marginal derived from another field (v2's os and arch): that field's name.
     derived_from: str | None = None
+    #: Patterns the poisoning screen found over-represented; their excess is not in the estimate.
+    trims: tuple[PatternTrim, ...] = ()
 
     @property
     def name(self) -> str:
@@ -1184,11 +1246,14 @@ def finalize(
     workers: int = 1,
     seconds: float = 0.0,
     filters: Mapping[str, str] | None = None,
+    screen: bool = True,
 ) -> AggregateResult:
     """Turn counts into estimates: debias, standard errors, consistency; privacy per group.
 
     ``delta=None`` skips the central-epsilon computation (slow for small n; simulations that
-    only need the estimates use it).
+    only need the estimates use it). With ``screen`` (the default), each field's patterns are
+    tested against the channel's law and an over-represented pattern's excess is left out of
+    that field's estimate, listed in :attr:`FieldResult.trims` (:mod:`server_agg.poisoning`).
     """
     from ldp.estimate import CONSISTENCY
 
@@ -1210,11 +1275,23 @@ def finalize(
         results = []
         for spec in schema.kind(key.kind).fields:
             support = group.support[spec.name]
-            estimate = spec.randomizer().estimate_from_support(
-                support, group.n, consistency=consistency, labels=spec.domain
+            randomizer = spec.randomizer()
+            n_field = group.n
+            trims: tuple[PatternTrim, ...] = ()
+            if screen and spec.name in group.patterns:
+                support, n_field, trims = screen_field(
+                    spec.name,
+                    randomizer,
+                    group.n,
+                    support,
+                    group.patterns[spec.name],
+                    labels=spec.domain,
+                )
+            estimate = randomizer.estimate_from_support(
+                support, n_field, consistency=consistency, labels=spec.domain
             )
             cells = tuple(int(x) for x in support)
-            results.append(FieldResult(spec, estimate, cells))
+            results.append(FieldResult(spec, estimate, cells, trims=trims))
             # v2's joint platform field also answers the one-dimensional questions.
             for derived in platform_marginals(spec, estimate):
                 results.append(
@@ -1317,9 +1394,16 @@ def aggregate(
     workers: int = 1,
     chunk_size: int = DEFAULT_CHUNK,
     progress: bool | None = False,
+    today: date | None = None,
+    screen: bool = True,
 ) -> AggregateResult:
-    """Run the local engine end to end; ``progress=None`` shows a bar only on a terminal."""
+    """Run the local engine end to end; ``progress=None`` shows a bar only on a terminal.
+
+    Reports dated outside [their schema's release, the week after ``today``'s] are rejected
+    as ``implausible_period`` (``today``: UTC today when ``None``).
+    """
     check_filters(kind, period, schemas)
+    window = plausible_periods(schema_map(schemas).values(), today)
     started = time.perf_counter()
     total = source.total() if progress is not False else None
     with _Progress(total, progress) as bar:
@@ -1332,6 +1416,7 @@ def aggregate(
             workers=workers,
             chunk_size=chunk_size,
             on_progress=bar.advance,
+            window=window,
         )
     filters = {k: v for k, v in (("kind", kind), ("period", period)) if v is not None}
     return finalize(
@@ -1345,4 +1430,5 @@ def aggregate(
         workers=workers,
         seconds=time.perf_counter() - started,
         filters=filters,
+        screen=screen,
     )

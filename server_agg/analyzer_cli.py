@@ -109,12 +109,20 @@ def aggregate(
         Format, typer.Option("--format", help="table, json, csv or html.")
     ] = Format.table,
     out: Annotated[Path | None, typer.Option("--out", help="Write here instead of stdout.")] = None,
+    screen: Annotated[
+        bool,
+        typer.Option(
+            "--screen/--no-screen",
+            help="Leave out the excess of report patterns the channel cannot produce that often "
+            "(poisoning screen; what it leaves out is listed).",
+        ),
+    ] = True,
 ) -> None:
     """Decrypt, validate and count stored reports; print estimates with confidence intervals."""
     from ldp.errors import LdpError
     from server_agg.aggregate import AggregateError, ParquetSource, Source, StoreSource
     from server_agg.aggregate import aggregate as run_local
-    from server_agg.keys import KeyFileError, load_private
+    from server_agg.keys import KeyFileError, load_private, private_key_exposure
     from server_agg.render import render, table_renderables
 
     if (store is None) == (parquet is None):
@@ -125,6 +133,12 @@ def aggregate(
         _fail(f"--delta ({delta}) must be in (0, 1)")
     if scheduler is not None and engine is not Engine.dask:
         _fail("--scheduler needs --engine dask")
+    try:
+        exposure = private_key_exposure(key)
+    except KeyFileError as exc:
+        _fail(str(exc))
+    if exposure is not None:
+        typer.echo(f"20i-agg: warning: {exposure}", err=True)
     try:
         if engine is Engine.dask:
             if parquet is None:
@@ -141,6 +155,7 @@ def aggregate(
                 delta=delta,
                 scheduler=scheduler,
                 workers=workers or 2,
+                screen=screen,
             )
         else:
             private = load_private(key)
@@ -158,6 +173,7 @@ def aggregate(
                 delta=delta,
                 workers=workers,
                 progress=None,
+                screen=screen,
             )
     except (AggregateError, KeyFileError, LdpError) as exc:
         _fail(str(exc))

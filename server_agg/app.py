@@ -78,10 +78,42 @@ def serve(
             help="Batches per commit at most; 1 turns group commit off (for benchmarks).",
         ),
     ] = 256,
+    idle_timeout: Annotated[
+        float, typer.Option("--idle-timeout", help="Seconds a connection may wait idle.")
+    ] = 5.0,
+    header_timeout: Annotated[
+        float,
+        typer.Option("--header-timeout", help="Seconds from a request's first byte to its head."),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option("--body-timeout", help="Seconds from a request's head to its body.")
+    ] = 20.0,
+    max_header_bytes: Annotated[
+        int, typer.Option("--max-header-bytes", help="Largest request head (else 431).")
+    ] = 16 * 1024,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections",
+            help="Open connections at most; past it the oldest idle one is closed.",
+        ),
+    ] = 1000,
 ) -> None:
     """Run the collector (HTTP API of DESIGN section 4) until SIGTERM or Ctrl-C."""
     from server_agg.collector import CollectorError, RateLimit
     from server_agg.collector import serve as run_collector
+    from server_agg.limits import ConnectionLimits
+
+    try:
+        limits = ConnectionLimits(
+            idle_timeout=idle_timeout,
+            header_timeout=header_timeout,
+            body_timeout=body_timeout,
+            max_header_bytes=max_header_bytes,
+            max_connections=max_connections,
+        )
+    except ValueError as exc:
+        _fail("--" + str(exc).replace("_", "-"))
 
     level = synchronous.upper()
     if level not in ("FULL", "NORMAL"):
@@ -106,6 +138,7 @@ def serve(
             rate_limit=limit,
             synchronous="FULL" if level == "FULL" else "NORMAL",
             max_group=max_group,
+            limits=limits,
             on_ready=ready,
         )
     except CollectorError as exc:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import binascii
+import dataclasses
 import json
+import logging
 import math
 import socket
 import sys
@@ -29,6 +31,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ldp.envelope import MIN_SEALED_LEN, fingerprint, public_key_from_text, public_key_to_text
+from server_agg.limits import ConnectionLimits
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -55,6 +58,8 @@ MAX_REPORT_BYTES = 8 * 1024
 #: The longest base64 text that can decode to MAX_REPORT_BYTES (checked before decoding).
 _MAX_REPORT_CHARS = 4 * math.ceil(MAX_REPORT_BYTES / 3)
 _SHOWN = 60  # how much of a client-supplied value an error message may echo
+#: Warnings (why a 503, why connections were closed) go here; never an address or a header.
+_log = logging.getLogger("server_agg.collector")
 
 
 class CollectorError(Exception):
@@ -223,8 +228,12 @@ class _Reject(Exception):
         self.reason = reason
 
 
-def _decode_reports(doc: Any) -> list[bytes]:
-    """The decoded ciphertexts of a request body, or :class:`_Reject` naming the first problem."""
+def _decode_reports(doc: Any, sealed_length: int | None = None) -> list[bytes]:
+    """The decoded ciphertexts of a request body, or :class:`_Reject` naming the first problem.
+
+    With ``sealed_length`` every report must be exactly that many bytes (DESIGN section 4:
+    one length for every sealed report); ``None`` keeps only the lower and upper bounds.
+    """
     if not isinstance(doc, dict):
         raise _Reject(400, 'body must be a JSON object {"reports": [...]}')
     extra = sorted(str(k) for k in doc if k != "reports")
@@ -262,6 +271,10 @@ def _decode_reports(doc: Any) -> list[bytes]:
         if len(raw) > MAX_REPORT_BYTES:
             raise _Reject(
                 400, f"reports[{i}] is {len(raw)} bytes; at most {MAX_REPORT_BYTES} per report"
+            )
+        if sealed_length is not None and len(raw) != sealed_length:
+            raise _Reject(
+                400, f"reports[{i}] is {len(raw)} bytes; every sealed report is {sealed_length}"
             )
         decoded.append(raw)
     return decoded
@@ -302,6 +315,7 @@ def create_app(
     rate_limit: RateLimit | None = RateLimit(),  # frozen, so sharing it is safe
     max_pending: int = 256,
     max_group: int = 256,
+    sealed_length: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     on_shutdown: Callable[[], None] | None = None,
 ) -> Starlette:
@@ -309,8 +323,19 @@ def create_app(
 
     ``public_key_text`` (the ``20i-pk1:...`` form) is served at ``GET /v1/public-key`` when
     given; the collector never sees the private key. ``rate_limit=None`` disables the global
-    token bucket. ``on_shutdown`` runs after the last queued batch is committed.
+    token bucket. ``sealed_length`` (bytes) makes every report of another length a 400; ``None``
+    checks only the bounds. ``on_shutdown`` runs after the last queued batch is committed.
+
+    A POST pays the rate limiter only after every check the collector can make cheaply has
+    passed (type, size, JSON shape, base64, report lengths), so junk, however fast it comes,
+    never spends a token an honest client needs. The limiter is one global bucket, keyed on
+    nothing: no address, header or other property of a request is read for it, and its whole
+    state is two numbers in memory, never stored.
     """
+    if sealed_length is not None and not MIN_SEALED_LEN <= sealed_length <= MAX_REPORT_BYTES:
+        raise ValueError(
+            f"sealed_length ({sealed_length}) must be in {MIN_SEALED_LEN}..{MAX_REPORT_BYTES} bytes"
+        )
     if public_key_text is not None:
         public = public_key_from_text(public_key_text)  # EnvelopeError for junk, at start-up
         key_doc: dict[str, str] | None = {
@@ -323,10 +348,6 @@ def create_app(
     committer = GroupCommitter(store, max_pending=max_pending, max_group=max_group)
 
     async def post_reports(request: Request) -> Response:
-        if bucket is not None:
-            wait = bucket.take()
-            if wait > 0:
-                return _error(429, f"rate limit of {bucket.limit.rate:g} requests/s exceeded", wait)
         content_type = request.headers.get("content-type")
         media = (content_type or "").split(";", 1)[0].strip().lower()
         if media != "application/json":
@@ -338,21 +359,27 @@ def create_app(
                 doc = json.loads(body)
             except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
                 raise _Reject(400, "body is not valid JSON") from None
-            reports = _decode_reports(doc)
+            reports = _decode_reports(doc, sealed_length)
         except _Reject as reject:
             return _error(reject.status, reject.reason)
+        if bucket is not None:  # only now: junk never reaches the bucket
+            wait = bucket.take()
+            if wait > 0:
+                return _error(429, f"rate limit of {bucket.limit.rate:g} requests/s exceeded", wait)
         try:
             accepted, duplicates = await committer.submit(reports)
         except Overloaded:
             return _error(429, "collector overloaded; retry later", 1)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            _log.warning("answered 503: the store did not commit a batch: %s", exc)
             return _error(503, "store unavailable; retry later", 5)
         return JSONResponse({"accepted": accepted, "duplicates": duplicates}, status_code=202)
 
     async def health(request: Request) -> Response:
         try:
             await run_in_threadpool(store.ping)
-        except Exception:  # any failure of the store is "unreachable", never a crash
+        except Exception as exc:  # any failure of the store is "unreachable", never a crash
+            _log.warning("health answered 503: the store is unreachable: %s", exc)
             return JSONResponse(
                 {"status": "unavailable", "error": "store unreachable"},
                 status_code=503,
@@ -417,6 +444,17 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _log_to_stderr() -> None:
+    """Send the collector's warnings to stderr as one ``20i-agg: warning: ...`` line each."""
+    logger = logging.getLogger("server_agg")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("20i-agg: warning: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def serve(
     store_path: str | Path,
     *,
@@ -426,19 +464,25 @@ def serve(
     rate_limit: RateLimit | None = RateLimit(),  # frozen, so sharing it is safe
     synchronous: Literal["FULL", "NORMAL"] = "NORMAL",
     max_group: int = 256,
+    limits: ConnectionLimits | None = None,
+    sealed_length: int | None = None,
     on_ready: Callable[[str, int], None] | None = None,
 ) -> None:
     """Open the store, bind, and serve until SIGTERM/SIGINT (then finish in-flight requests).
 
     Raises :class:`CollectorError` (one line) for anything that stops it from starting. Uvicorn
     runs with no access log, no ``Server`` or ``Date`` header and no proxy-header parsing, so
-    client addresses appear nowhere. After a graceful shutdown uvicorn re-raises the signal, so
-    the process exits by SIGTERM as a service manager expects.
+    client addresses appear nowhere. Its httptools protocol is wrapped by
+    :func:`server_agg.limits.guarded_protocol`: phase deadlines, a header size limit (431) and a
+    bound on open connections (``limits``; the default :class:`ConnectionLimits` when ``None``),
+    which is lowered to fit the open-files limit. After a graceful shutdown uvicorn re-raises
+    the signal, so the process exits by SIGTERM as a service manager expects.
     """
     # Imported here so `20i-agg --help` and the other commands start fast.
     import uvicorn
 
     from server_agg.keys import KeyFileError, load_public
+    from server_agg.limits import SameLineThrottle, fd_headroom, guarded_protocol, raise_fd_limit
     from server_agg.store import Store, StoreError
 
     if not 0 <= port <= 65535:
@@ -465,10 +509,22 @@ def serve(
         public_key_text=key_text,
         rate_limit=rate_limit,
         max_group=max_group,
+        sealed_length=sealed_length,
         on_shutdown=store.close,
     )
+    _log_to_stderr()
+    limits = limits or ConnectionLimits()
+    room = fd_headroom(raise_fd_limit())
+    if limits.max_connections > room:
+        _log.warning(
+            "open-files limit leaves room for %d connections; bound lowered from %d",
+            room,
+            limits.max_connections,
+        )
+        limits = dataclasses.replace(limits, max_connections=room)
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(limits),
         access_log=False,
         server_header=False,
         date_header=False,
@@ -476,9 +532,11 @@ def serve(
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=30,
-        timeout_keep_alive=5,
+        timeout_keep_alive=max(1, math.ceil(limits.idle_timeout)),  # ours closes it first
         ws="none",
     )
+    # After Config (which sets up uvicorn's logging): one garbage request, one log line no more.
+    logging.getLogger("uvicorn.error").addFilter(SameLineThrottle("Invalid HTTP request received."))
     # Commits run in a worker thread that needs the GIL back after every SQLite call; with
     # the default 5 ms switch interval a busy event loop made each commit wait up to 5 ms per
     # call (measured: commit p99 43 ms -> 17 ms at 1 ms). This process runs only the collector.

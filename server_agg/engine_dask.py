@@ -16,6 +16,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from server_agg.aggregate import (
     parquet_files,
     schema_map,
 )
+from server_agg.periods import PeriodWindow, plausible_periods
 
 __all__ = ["count_parquet", "dask_aggregate", "partitions"]
 
@@ -68,6 +70,7 @@ def _count_partition(
     schema_texts: tuple[str, ...],
     kind: str | None,
     period: str | None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
     """One task: read a row group's ciphertexts and count them (runs on a worker)."""
     import os
@@ -77,7 +80,9 @@ def _count_partition(
     key = _worker_key(key_path, os.stat(key_path).st_mtime_ns)
     schemas = [_worker_schema(t) for t in schema_texts]
     table = pq.ParquetFile(path).read_row_group(row_group, columns=["ciphertext"])
-    return count_ciphertexts(table.column(0).to_pylist(), key, schemas, kind=kind, period=period)
+    return count_ciphertexts(
+        table.column(0).to_pylist(), key, schemas, kind=kind, period=period, window=window
+    )
 
 
 @contextlib.contextmanager
@@ -117,6 +122,7 @@ def count_parquet(
     workers: int = 2,
     processes: bool = True,
     on_progress: Callable[[int], None] | None = None,
+    window: PeriodWindow | None = None,
 ) -> Counts:
     """Count every report of ``files`` on a Dask cluster; returns the summed :class:`Counts`.
 
@@ -136,7 +142,7 @@ def count_parquet(
             client = stack.enter_context(_client(scheduler, workers, processes))
         futures = [
             client.submit(
-                _count_partition, path, group, key, schema_texts, kind, period, pure=False
+                _count_partition, path, group, key, schema_texts, kind, period, window, pure=False
             )
             for path, group in parts
         ]
@@ -162,9 +168,15 @@ def dask_aggregate(
     workers: int = 2,
     processes: bool = True,
     client: Any = None,
+    today: date | None = None,
+    screen: bool = True,
 ) -> AggregateResult:
-    """The Dask engine end to end: count on the cluster, then estimate here."""
+    """The Dask engine end to end: count on the cluster, then estimate here.
+
+    Periods are judged as by :func:`server_agg.aggregate.aggregate` (``today``: UTC today).
+    """
     check_filters(kind, period, schemas)
+    window = plausible_periods(schema_map(schemas).values(), today)
     from server_agg.keys import PRIVATE_NAME
 
     key_path = Path(key_path)
@@ -183,6 +195,7 @@ def dask_aggregate(
         scheduler=scheduler,
         workers=workers,
         processes=processes,
+        window=window,
     )
     filters = {k: v for k, v in (("kind", kind), ("period", period)) if v is not None}
     return finalize(
@@ -196,4 +209,5 @@ def dask_aggregate(
         workers=workers if scheduler is None and client is None else 0,
         seconds=time.perf_counter() - started,
         filters=filters,
+        screen=screen,
     )

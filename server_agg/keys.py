@@ -8,7 +8,11 @@ collector only ever loads the public half.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +36,7 @@ __all__ = [
     "generate",
     "load_private",
     "load_public",
+    "private_key_exposure",
 ]
 
 PRIVATE_NAME = "private.pem"
@@ -53,15 +58,19 @@ class KeyPairFiles:
 
 
 def generate(out_dir: str | Path, *, force: bool = False) -> KeyPairFiles:
-    """Write a fresh key pair into ``out_dir`` (created, mode 0700, if missing).
+    """Write a fresh key pair into ``out_dir``, which ends up mode 0700 whether or not it existed.
 
     Refuses to replace an existing ``private.pem`` or ``public.txt`` unless ``force``: losing
-    the private key makes every report sealed to it unreadable for good.
+    the private key makes every report sealed to it unreadable for good. Each file is written
+    under a fresh random name and renamed into place, so ``force`` replaces a symlink planted at
+    either name and never writes through it.
     """
     out = Path(out_dir)
     private_path, public_path = out / PRIVATE_NAME, out / PUBLIC_NAME
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # mkdir leaves an existing directory's mode alone (0777 stayed 0777).
+        os.chmod(out, 0o700)
     except OSError as exc:
         raise KeyFileError(f"cannot create key directory {out}: {exc.strerror}") from None
     if not force:
@@ -72,8 +81,8 @@ def generate(out_dir: str | Path, *, force: bool = False) -> KeyPairFiles:
     private, public = generate_keypair()
     text = public_key_to_text(public)
     try:
-        write_private_key(private_path, private, force=force)
-        _write_text(public_path, text + "\n")
+        _place(private_path, lambda tmp: write_private_key(tmp, private), force=force)
+        _place(public_path, lambda tmp: _write_new(tmp, (text + "\n").encode("ascii")), force=force)
     except FileExistsError:
         raise KeyFileError(f"refusing to overwrite {private_path} (use --force)") from None
     except OSError as exc:
@@ -81,14 +90,49 @@ def generate(out_dir: str | Path, *, force: bool = False) -> KeyPairFiles:
     return KeyPairFiles(private_path, public_path, text, fingerprint(public))
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Replace ``path`` atomically so a reader never sees half a key."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="ascii") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+def _place(path: Path, write: Callable[[Path], None], *, force: bool) -> None:
+    """Write a new file under a random name next to ``path``, then rename it onto ``path``.
+
+    The new name is created with ``O_EXCL``, which never follows a symlink; the rename replaces
+    the directory entry ``path`` itself (a symlink there is replaced, its target untouched). A
+    reader never sees half a key. Without ``force`` an existing ``path`` is refused.
+    """
+    if not force and (path.exists() or path.is_symlink()):
+        raise FileExistsError(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Create ``path`` (never an existing file or symlink) with ``data``, durably."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def private_key_exposure(path: str | Path) -> str | None:
+    """A warning if the private key at ``path`` (file or key directory) is readable by group
+    or others, else ``None``. Only a warning: the key may sit on a file system without modes."""
+    p = _resolve(path, PRIVATE_NAME)
+    try:
+        mode = stat.S_IMODE(p.stat().st_mode)
+    except OSError:
+        return None  # loading the key reports it
+    if mode & 0o077:
+        return (
+            f"private key {p} is readable by {'group and others' if mode & 0o007 else 'its group'}"
+            f" (mode {mode:04o}); run: chmod 600 {p}"
+        )
+    return None
 
 
 def _resolve(path: str | Path, name: str) -> Path:

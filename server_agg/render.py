@@ -22,18 +22,25 @@ JSON (``--format json``), an object::
                               "central": {"epsilon", "delta", "n", "method"} | null},
                   "fields": [{"name", "type", "mechanism", "epsilon_perm", "epsilon_1", "n",
                               "items": [{"value", "estimate", "ci_low", "ci_high",
-                                         "significant", "raw", "std", "support"}]}]}
+                                         "significant", "raw", "std", "support"}],
+                              "screened": [{"pattern", "count", "limit", "excluded"}]}]}
 
 ``read`` counts every stored item; ``accepted`` the reports in some estimate; ``excluded`` the
 valid reports left out by ``--kind``/``--period``; ``rejected`` the skipped ones, by reason (see
 :data:`~server_agg.aggregate.REJECT_REASONS`). When a truth is given (the demo), every item also
-has ``"truth"`` and ``"covered"`` (whether its CI contains the truth).
+has ``"truth"`` and ``"covered"`` (whether its CI contains the truth). ``screened`` lists the
+report patterns the poisoning screen found over-represented (:mod:`server_agg.poisoning`): the
+``excluded`` excess of each is left out of that field's estimate (and ``n``); every format
+says so.
 
 CSV (``--format csv``): one row per (group, field, value), header row first, columns
 :data:`CSV_COLUMNS` in this order:
 
     kind, period, schema, field, field_type, mechanism, value, estimate, ci_low, ci_high,
-    significant, raw, std, support, n, confidence, consistency
+    significant, raw, std, support, n, confidence, consistency, screened
+
+(``n`` is the field's: the group's reports less any the poisoning screen left out, which
+``screened`` counts.)
 
 ``estimate`` is after the consistency step; ``raw`` the unbiased estimate before it; ``std`` its
 analytic standard error; ``ci_low``/``ci_high`` the normal interval ``estimate +- z std``
@@ -92,6 +99,7 @@ CSV_COLUMNS: Final = (
     "n",
     "confidence",
     "consistency",
+    "screened",
 )
 
 #: Known true frequencies (simulations): ``(kind, period, field) -> one number per value``.
@@ -155,6 +163,15 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
                     "epsilon_1": randomizer.epsilon_1,
                     "n": fr.estimate.n,
                     "items": list(_rows(fr, result.confidence, _truth_of(truth, group, fr))),
+                    "screened": [
+                        {
+                            "pattern": list(t.pattern),
+                            "count": t.count,
+                            "limit": t.limit,
+                            "excluded": t.excluded,
+                        }
+                        for t in fr.trims
+                    ],
                 }
             )
         groups.append(
@@ -225,9 +242,10 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
                     "field": fr.name,
                     "field_type": fr.spec.kind,
                     "mechanism": mechanism,
-                    "n": group.n,
+                    "n": fr.estimate.n,
                     "confidence": result.confidence,
                     "consistency": result.consistency,
+                    "screened": sum(t.excluded for t in fr.trims),
                     **row,
                 }
                 for key in ("significant", "covered"):
@@ -241,6 +259,15 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
 
 
 # --------------------------------------------------------------------------- terminal table
+
+
+def screen_notes(fr: FieldResult) -> list[str]:
+    """One line per pattern the poisoning screen left (partly) out of ``fr``'s estimate."""
+    return [
+        f"poisoning screen: {fr.name} pattern {{{', '.join(t.pattern)}}} seen {t.count} times, "
+        f"at most {t.limit} from honest clients: {t.excluded} reports left out of this field"
+        for t in fr.trims
+    ]
 
 
 def _pct(x: float) -> str:
@@ -312,6 +339,8 @@ def table_renderables(
                 table.caption = f"CI covers the truth for {covered}/{fr.estimate.d} values"
                 table.caption_justify = "left"
             yield table
+            for note in screen_notes(fr):
+                yield Text(note, style="bold yellow")
 
 
 def to_table(result: AggregateResult, truth: Truth | None = None, *, width: int = 100) -> str:
@@ -605,6 +634,8 @@ def to_html(
             if field_truth is not None:
                 covered = sum(r["covered"] for r in rows)
                 caption += f"; CI covers the truth for {covered}/{len(rows)} values"
+            for note in screen_notes(fr):
+                caption += f"; {note}"
             out.append(
                 f'<figure class="chart" data-field="{_e(fr.name)}">'
                 f"<h3>{_e(fr.name)}</h3>{_svg_chart(group, fr, level, field_truth)}"

@@ -168,14 +168,22 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         try:
-            self._setup(synchronous)
+            self._setup(synchronous, create)
         except sqlite3.Error as exc:
             self._db.close()
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
+        except StoreError:
+            self._db.close()
+            raise
 
-    def _setup(self, synchronous: str) -> None:
+    def _setup(self, synchronous: str, create: bool) -> None:
         db = self._db
         db.execute("PRAGMA busy_timeout = 10000")
+        # Before anything writes: a file that is not ours is never touched (no tables, no WAL
+        # switch, no user_version), and without ``create`` an empty file is no store either.
+        found = _identify(db, self.path)
+        if found == "empty" and not create:
+            raise StoreError(f"{self.path} is not a 20i store (an empty database)")
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"journal_mode is {mode}, WAL is required")
@@ -522,14 +530,14 @@ class Store:
         try:
             store._db.execute("PRAGMA busy_timeout = 10000")
             store._db.execute("PRAGMA query_only = 1")
-            version = int(store._db.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise sqlite3.OperationalError(
-                    f"schema version {version} is newer than this program's ({SCHEMA_VERSION})"
-                )
+            if _identify(store._db, store.path) != "store":
+                raise StoreError(f"{store.path} is not a 20i store (an empty database)")
         except sqlite3.Error as exc:
             store._db.close()
             raise StoreError(f"cannot open store {store.path}: {exc}") from None
+        except StoreError:
+            store._db.close()
+            raise
         return store
 
     def rowid_ranges(
@@ -592,6 +600,32 @@ def _flatten(day: str, rows: list[tuple[bytes, bytes]]) -> list[object]:
     for digest, report in rows:
         flat += (day, digest, report)
     return flat
+
+
+#: The columns of the reports table; a table of that name with others is not ours.
+_REPORT_COLUMNS = frozenset({"id", "day", "digest", "ciphertext"})
+
+
+def _identify(db: sqlite3.Connection, path: Path) -> Literal["empty", "store"]:
+    """``"empty"`` (no tables, never versioned) or ``"store"`` (ours, of a version this code
+    reads); anything else is a :class:`StoreError`. Reads only: safe on any input file."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    tables = {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    tables.discard("sqlite_sequence")  # SQLite's own AUTOINCREMENT bookkeeping
+    if not tables and version == 0:
+        return "empty"
+    if version > SCHEMA_VERSION and "reports" in tables:
+        raise sqlite3.OperationalError(
+            f"schema version {version} is newer than this program's ({SCHEMA_VERSION})"
+        )
+    columns = {str(r[1]) for r in db.execute("PRAGMA table_info(reports)")}
+    if 1 <= version <= SCHEMA_VERSION and columns == _REPORT_COLUMNS:
+        return "store"
+    shown = ", ".join(sorted(tables)[:5]) or "none"
+    raise StoreError(
+        f"{path} is not a 20i store (an SQLite database with tables {shown}, user_version "
+        f"{version}); refusing to touch it"
+    )
 
 
 def _check_day(day: str) -> str:

@@ -439,6 +439,64 @@ class TestErrors:
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
         assert health.status_code == 503 and health.json()["status"] == "unavailable"
 
+    def test_503_logs_why(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Each 503 writes a warning naming the store's error (and no client address)."""
+
+        class BrokenSink:
+            def add_batches(self, batches: Sequence[Sequence[bytes]]) -> list[tuple[int, int]]:
+                raise OSError("disk full")
+
+            def ping(self) -> None:
+                raise OSError("disk gone")
+
+        with (
+            caplog.at_level("WARNING", logger="server_agg.collector"),
+            AppClient(create_app(BrokenSink())) as client,
+        ):
+            _post(client, _body(_ct(1)))
+            client.get("/v1/health")
+        messages = [r.getMessage() for r in caplog.records if r.name == "server_agg.collector"]
+        assert any("503" in m and "disk full" in m for m in messages), messages
+        assert any("503" in m and "disk gone" in m for m in messages), messages
+        assert not any("127.0.0.1" in m for m in messages)
+
+    def test_junk_never_spends_a_token(self, store: Store) -> None:
+        """With a bucket of one token, 20 bad requests all get their 4xx (never 429) and the
+        next valid post is still accepted: the token is taken only after the cheap checks."""
+        clock = _FakeClock()
+        app = create_app(store, rate_limit=RateLimit(rate=0.001, burst=1), clock=clock)
+        junk = [
+            (b"", "application/json"),
+            (b"{}", "application/json"),
+            (b'{"reports": ["!!"]}', "application/json"),
+            (_body(_ct(1)), "text/plain"),
+        ]
+        with AppClient(app) as client:
+            statuses = [_post(client, body, kind).status_code for body, kind in junk * 5]
+            valid = _post(client, _body(_ct(1)))
+            limited = _post(client, _body(_ct(1)))
+        assert 429 not in statuses and set(statuses) <= {400, 415}
+        assert valid.status_code == 202
+        assert limited.status_code == 429
+
+    def test_fixed_sealed_length(self, store: Store) -> None:
+        """With sealed_length, a report of any other length is a 400 naming both lengths."""
+        app = create_app(store, sealed_length=560)
+        with AppClient(app) as client:
+            exact = _post(client, _body(_ct(2, size=560)))
+            short = _post(client, _body(_ct(1, size=559)))
+            mixed = _post(client, _body([*_ct(1, size=560), *_ct(1, size=561)]))
+        assert exact.status_code == 202
+        assert short.status_code == 400 and "559 bytes" in short.json()["error"]
+        assert "560" in short.json()["error"]
+        assert mixed.status_code == 400 and "reports[1]" in mixed.json()["error"]
+
+    def test_sealed_length_must_be_possible(self, store: Store) -> None:
+        """A sealed length below the HPKE overhead or over the per-report cap is refused."""
+        for bad in (10, 9000):
+            with pytest.raises(ValueError, match="sealed_length"):
+                create_app(store, sealed_length=bad)
+
     def test_404_and_405_are_json(self, store: Store) -> None:
         """Unknown paths, wrong methods and a missing public key answer in the same JSON form."""
         with AppClient(create_app(store)) as client:
@@ -581,3 +639,10 @@ class TestServeCommand:
         self._one_line_error(self._serve("--store", store, "--port", "70000"), "0..65535")
         self._one_line_error(self._serve("--store", store, "--rate-limit", "-1"), ">= 0")
         self._one_line_error(self._serve("--store", store, "--max-group", "0"), ">= 1")
+        self._one_line_error(self._serve("--store", store, "--idle-timeout", "0"), "--idle-timeout")
+        self._one_line_error(
+            self._serve("--store", store, "--max-header-bytes", "10"), "--max-header-bytes"
+        )
+        self._one_line_error(
+            self._serve("--store", store, "--max-connections", "0"), "--max-connections"
+        )

@@ -25,7 +25,7 @@ from server_agg.keys import generate, load_private, load_public
 from server_agg.simulate import GeneratorSource, make_population
 from server_agg.store import Store
 
-PERIODS = ("2026-W10", "2026-W11")
+PERIODS = ("2026-W48", "2026-W49")
 
 
 @pytest.fixture(scope="module")

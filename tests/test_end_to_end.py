@@ -26,7 +26,7 @@ from server_agg.demo import CollectorProcess
 from server_agg.keys import generate, load_private, load_public
 from server_agg.simulate import GeneratorSource, Population, make_population, post_reports
 
-PERIOD = "2026-W10"
+PERIOD = "2026-W48"
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ class TestThroughCollector:
 
         table = runner.invoke(app, base)
         assert table.exit_code == 0, table.output
-        assert "usage 2026-W10 · modules" in table.stdout
+        assert "usage 2026-W48 · modules" in table.stdout
 
     @pytest.mark.parametrize(
         ("args", "message"),

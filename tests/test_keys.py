@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import Result
 from typer.testing import CliRunner
 
 from ldp.envelope import fingerprint, open_sealed, public_key_to_text, seal
@@ -119,3 +120,76 @@ class TestKeygenCommand:
         assert "Traceback" not in again.output
         forced = runner.invoke(app, ["keygen", "--out", str(tmp_path), "--force"])
         assert forced.exit_code == 0, forced.output
+
+
+class TestKeyHardening:
+    def test_existing_directory_made_0700(self, tmp_path: Path, open_umask: None) -> None:
+        """An existing 0777 key directory ends up 0700 after keygen."""
+        out = tmp_path / "keys"
+        out.mkdir(mode=0o777)
+        os.chmod(out, 0o777)  # noqa: S103  # the permissive mode is the case under test
+        generate(out)
+        assert _mode(out) == 0o700
+
+    def test_new_directory_made_0700(self, tmp_path: Path, open_umask: None) -> None:
+        """A key directory keygen creates is 0700 even under umask 0."""
+        generate(tmp_path / "new")
+        assert _mode(tmp_path / "new") == 0o700
+
+    @pytest.mark.parametrize("name", ["private.pem", "public.txt"])
+    def test_force_never_follows_a_symlink(self, tmp_path: Path, name: str) -> None:
+        """--force replaces a symlink planted at a key file name; its target stays unchanged."""
+        out = tmp_path / "keys"
+        generate(out)
+        target = tmp_path / "victim.txt"
+        target.write_bytes(b"precious\n")
+        (out / name).unlink()
+        (out / name).symlink_to(target)
+        generate(out, force=True)
+        assert target.read_bytes() == b"precious\n"
+        assert not (out / name).is_symlink()
+        assert _mode(out / "private.pem") == 0o600
+        load_private(out)  # the new pair is complete and usable
+        load_public(out)
+
+    def test_without_force_a_symlink_is_refused(self, tmp_path: Path) -> None:
+        """Without --force a dangling symlink at private.pem is refused, not written through."""
+        out = tmp_path / "keys"
+        out.mkdir()
+        (out / "private.pem").symlink_to(tmp_path / "elsewhere.pem")
+        with pytest.raises(KeyFileError, match="refusing to overwrite"):
+            generate(out)
+        assert not (tmp_path / "elsewhere.pem").exists()
+
+    def test_no_temporary_files_left(self, tmp_path: Path) -> None:
+        """After keygen the directory holds exactly the two key files."""
+        generate(tmp_path / "k")
+        generate(tmp_path / "k", force=True)
+        assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["private.pem", "public.txt"]
+
+
+class TestAggregateKeyWarning:
+    def _aggregate(self, key: Path, tmp_path: Path) -> Result:
+        from server_agg.store import Store
+
+        Store(tmp_path / "s.db").close()
+        return CliRunner().invoke(
+            app, ["aggregate", "--key", str(key), "--store", str(tmp_path / "s.db")]
+        )
+
+    @pytest.mark.parametrize("mode", [0o640, 0o604, 0o644])
+    def test_warns_on_readable_private_key(self, tmp_path: Path, mode: int) -> None:
+        """A private key readable by group or others draws one warning line naming the fix."""
+        generate(tmp_path / "k")
+        os.chmod(tmp_path / "k" / "private.pem", mode)
+        result = self._aggregate(tmp_path / "k", tmp_path)
+        assert result.exit_code == 0, result.output
+        warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+        assert len(warnings) == 1 and f"{mode:04o}" in warnings[0] and "chmod 600" in warnings[0]
+
+    def test_no_warning_on_0600(self, tmp_path: Path) -> None:
+        """A 0600 private key draws no warning."""
+        generate(tmp_path / "k")
+        result = self._aggregate(tmp_path / "k", tmp_path)
+        assert result.exit_code == 0, result.output
+        assert "warning" not in result.stderr

@@ -18,7 +18,7 @@ from server_agg.render import CSV_COLUMNS, FORMATS, render, to_csv, to_dict, to_
 from server_agg.simulate import GeneratorSource, make_population
 
 PRIVATE, PUBLIC = generate_keypair()
-PERIODS = ("2026-W10", "2026-W11")
+PERIODS = ("2026-W48", "2026-W49")
 POPULATION = make_population(300, seed=21, periods=PERIODS)
 SEALED = [seal(p, PUBLIC) for p in POPULATION.reports(GeneratorSource(np.random.default_rng(22)))]
 GARBAGE = [b"\x00" * 60, b"\x01" * 70]
@@ -83,7 +83,7 @@ class TestJson:
     def test_truth_of_wrong_length_is_refused(self) -> None:
         """A truth vector that does not match the field's values is an error, not a bad chart."""
         bad = {("usage", PERIODS[0], "platform"): [0.5, 0.5]}
-        with pytest.raises(ValueError, match="truth for usage/2026-W10/platform has 2 values"):
+        with pytest.raises(ValueError, match="truth for usage/2026-W48/platform has 2 values"):
             to_dict(RESULT, bad)
 
 

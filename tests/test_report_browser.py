@@ -32,7 +32,7 @@ ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-PERIODS = ("2026-W10", "2026-W11")
+PERIODS = ("2026-W48", "2026-W49")
 
 
 def _result() -> tuple[AggregateResult, dict[tuple[str, str, str], list[float]]]:
