@@ -44,13 +44,21 @@ from ldp.errors import (
     EnvelopeError,
     MissingFieldError,
     OutOfRangeError,
+    PaddingError,
     ParameterError,
     TooLargeError,
     UnknownFieldError,
     UnknownSchemaError,
     WrongTypeError,
 )
-from ldp.report import MAX_REPORT_BYTES, decode_report, parse_period
+from ldp.report import (
+    MAX_REPORT_BYTES,
+    PADDED_BYTES,
+    UNPADDED_SCHEMA_VERSIONS,
+    decode_report,
+    parse_period,
+    unpad,
+)
 from ldp.schema import FieldSpec, Schema, canonical_dumps, known_schemas
 from server_agg.marginals import platform_marginals
 from server_agg.periods import PeriodWindow, plausible_periods
@@ -106,7 +114,9 @@ DEFAULT_DELTA: Final = 1e-6
 #: the schema allows; ``implausible_period``: a real ISO week, but before the report's schema
 #: was released or after next week (:mod:`server_agg.periods`); ``wrong_type``: a value of the
 #: wrong JSON type; ``unknown_field`` / ``missing_field``: fields that do not match the report
-#: kind; ``too_large``: plaintext over 4 KiB; ``malformed``: anything else the strict decoder
+#: kind; ``too_large``: plaintext over 4 KiB; ``padding``: not padded to the one length with
+#: spaces (``ldp.report.unpad``), or unpadded although its schema was never sent unpadded
+#: (every version but 1); ``malformed``: anything else the strict decoder
 #: refuses (bad JSON, not canonical); ``internal``: the decoder failed in an unexpected way (a
 #: bug: counted, never fatal).
 REJECT_REASONS: Final = (
@@ -118,6 +128,7 @@ REJECT_REASONS: Final = (
     "unknown_field",
     "missing_field",
     "too_large",
+    "padding",
     "malformed",
     "internal",
 )
@@ -136,6 +147,7 @@ _REASON_OF: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (UnknownFieldError, "unknown_field"),
     (MissingFieldError, "missing_field"),
     (TooLargeError, "too_large"),
+    (PaddingError, "padding"),
     (DecodeError, "malformed"),
 )
 
@@ -506,6 +518,32 @@ class _ChunkPattern:
 _CHUNK_PATTERNS: dict[tuple[str, ...], _ChunkPattern] = {}
 
 
+def _legacy_schemas(schemas: Mapping[str, Schema]) -> dict[str, Schema]:
+    """The schemas whose reports may come unpadded (``UNPADDED_SCHEMA_VERSIONS``)."""
+    return {i: s for i, s in schemas.items() if s.version in UNPADDED_SCHEMA_VERSIONS}
+
+
+def _strip_chunk(
+    plaintexts: list[bytes], schemas: Mapping[str, Schema]
+) -> tuple[list[bytes], Mapping[str, Schema]] | None:
+    """The reports of a chunk and the schemas they may be of: every plaintext padded (spaces
+    stripped; any schema) or every one unpadded (as is; legacy schemas only). ``None`` for a
+    mix, or anything else odd: the per-report path then judges each one.
+
+    Stripping cannot accept bad padding: the chunk pattern demands that each stripped line
+    ends with the report's closing brace, so what was stripped was spaces up to the length.
+    """
+    for item in plaintexts:
+        if type(item) is not bytes:
+            return None
+    if set(map(len, plaintexts)) == {PADDED_BYTES}:
+        return [item.rstrip(b" ") for item in plaintexts], schemas
+    legacy = _legacy_schemas(schemas)
+    if not legacy or any(len(x) == PADDED_BYTES or x.endswith(b" ") for x in plaintexts):
+        return None
+    return plaintexts, legacy
+
+
 def _chunk_columns(
     plaintexts: list[bytes], schemas: Mapping[str, Schema]
 ) -> tuple[_ChunkPattern, list[tuple[bytes, ...]]] | None:
@@ -583,7 +621,10 @@ def _count_chunk(
     only accept what the per-report path accepts: every line must match a branch whole, every
     period must be a real ISO week and every distinct value must be valid and canonical.
     """
-    found = _chunk_columns(plaintexts, schemas)
+    stripped = _strip_chunk(plaintexts, schemas)
+    if stripped is None:
+        return None
+    found = _chunk_columns(*stripped)
     if found is None:
         return None
     chunk_pattern, columns = found
@@ -656,6 +697,14 @@ def _count_decoded(
         return counts
     verdicts: dict[tuple[str, str], bool] = {}
     for item in plaintexts:
+        # ldp.report.decode_plaintext's rule, with the fast parser in the middle.
+        unpadded = not (type(item) is bytes and (len(item) == PADDED_BYTES or item[-1:] == b" "))
+        if not unpadded:
+            try:
+                item = unpad(item)
+            except PaddingError:
+                rejects["padding"] += 1
+                continue
         parsed = _fast_parse(item, schemas)
         if parsed is None:
             try:
@@ -667,6 +716,9 @@ def _count_decoded(
             # a cache bypass brings it here. Count it the same way.
             parsed = _slow_parse(report, schemas)
         key, pattern, raws, loose = parsed
+        if unpadded and schemas[key.schema_id].version not in UNPADDED_SCHEMA_VERSIONS:
+            rejects["padding"] += 1
+            continue
         if window is not None:
             ok = verdicts.get((key.schema_id, key.period))
             if ok is None:
