@@ -90,6 +90,7 @@ __all__ = [
     "Source",
     "SplitSource",
     "StoreRange",
+    "StoreRowids",
     "StoreSource",
     "aggregate",
     "count_ciphertexts",
@@ -698,7 +699,10 @@ def _count_decoded(
     verdicts: dict[tuple[str, str], bool] = {}
     for item in plaintexts:
         # ldp.report.decode_plaintext's rule, with the fast parser in the middle.
-        unpadded = not (type(item) is bytes and (len(item) == PADDED_BYTES or item[-1:] == b" "))
+        unpadded = not (
+            isinstance(item, bytes | bytearray | memoryview)
+            and (len(item) == PADDED_BYTES or item[-1:] == b" ")
+        )
         if not unpadded:
             try:
                 item = unpad(item)
@@ -857,29 +861,31 @@ class StoreSource:
                 raise AggregateError(str(exc)) from None
 
     def chunks(self, size: int) -> Iterator[list[bytes]]:
-        """Ciphertexts in arrival order, ``size`` per chunk, one short query each."""
+        """Ciphertexts in a fresh uniformly random order (``Store.shuffled_rowids``, never
+        arrival order), ``size`` per chunk."""
         from server_agg.store import StoreError
 
         with self._open() as store:
             try:
-                # Rowid ranges, then each range's ciphertexts in one list: no Python step per row.
-                for first, last, _rows in store.rowid_ranges(self.day, size):
-                    chunk = store.read_range(first, last, self.day)
+                rowids = store.shuffled_rowids(self.day)
+                for start in range(0, len(rowids), size):
+                    chunk = store.read_rowids(rowids[start : start + size])
                     if chunk:
                         yield chunk
             except StoreError as exc:
                 raise AggregateError(str(exc)) from None
 
-    def tasks(self, size: int) -> Iterator[StoreRange]:
-        """Rowid ranges of ``size`` reports; only rowids are read here, one query per range."""
+    def tasks(self, size: int) -> Iterator[StoreRowids]:
+        """The shuffled rowids, ``size`` per task: the main process reads rowids only."""
         from server_agg.store import StoreError
 
         with self._open() as store:
             try:
-                for first, last, _rows in store.rowid_ranges(self.day, size):
-                    yield StoreRange(str(self.path), first, last, self.day)
+                rowids = store.shuffled_rowids(self.day)
             except StoreError as exc:
                 raise AggregateError(str(exc)) from None
+        for start in range(0, len(rowids), size):
+            yield StoreRowids(str(self.path), tuple(rowids[start : start + size]))
 
 
 #: Per process (keyed by pid, so a forked child never uses its parent's connection): a
@@ -887,9 +893,38 @@ class StoreSource:
 _READERS: dict[tuple[int, str], Any] = {}
 
 
+def _reader(path: str) -> Any:
+    """This process's read-only connection to the store at ``path`` (opened once)."""
+    from server_agg.store import Store
+
+    slot = (os.getpid(), path)
+    store = _READERS.get(slot)
+    if store is None:
+        store = _READERS[slot] = Store.open_read_only(path)
+    return store
+
+
+@dataclass(frozen=True)
+class StoreRowids:
+    """One task: the reports of a store with these rowids, read in this (shuffled) order."""
+
+    path: str
+    rowids: tuple[int, ...]
+
+    def read(self) -> list[bytes]:
+        """The ciphertexts, through this process's read-only connection to the store."""
+        from server_agg.store import StoreError
+
+        try:
+            return list(_reader(self.path).read_rowids(self.rowids))
+        except StoreError as exc:
+            raise AggregateError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class StoreRange:
-    """One task: the reports with ``first <= rowid <= last`` (on ``day``) of one store."""
+    """One task: the reports with ``first <= rowid <= last`` (on ``day``) of one store, in
+    arrival order (:class:`StoreSource` hands out :class:`StoreRowids` instead)."""
 
     path: str
     first: int
