@@ -14,6 +14,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from ldp.envelope import seal
+from ldp.report import pad
 from ldp.schema import canonical_dumps, shipped_schema
 from server_agg.aggregate import count_plaintexts, finalize
 from server_agg.app import app
@@ -38,7 +39,7 @@ def _honest(n: int, seed: int, period: str = PERIOD) -> list[bytes]:
 def _crafted(template: bytes, count: int, command: list[int]) -> list[bytes]:
     doc = json.loads(template)
     doc["fields"]["command"] = command
-    return [canonical_dumps(doc).encode()] * count
+    return [pad(canonical_dumps(doc).encode())] * count
 
 
 class TestPatternLaw:
