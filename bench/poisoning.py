@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.results import machine_line, write_section
+from ldp.report import pad
 from ldp.schema import canonical_dumps, shipped_schema
 from server_agg.aggregate import AggregateResult, count_plaintexts, finalize
 from server_agg.poisoning import pattern_law
@@ -82,7 +83,7 @@ def crafted(template: bytes, count: int, rng: np.random.Generator | None) -> lis
         fields = dict(doc["fields"])
         for name in TARGETS:
             fields[name] = _subset(name, rng)
-        out.append(canonical_dumps({**doc, "fields": fields}).encode())
+        out.append(pad(canonical_dumps({**doc, "fields": fields}).encode()))
     return out
 
 

@@ -253,7 +253,8 @@ def _roll_over(
             kind=kind,
             period=tally.period,
             key=destination.public_key,
-            sealed=seal(plaintext, public_key),
+            # Padded: every sealed report has one length, whatever it says (ldp.report.pad).
+            sealed=seal(report.padded(), public_key),
             plaintext=plaintext,
             now=now,
         )

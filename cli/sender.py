@@ -1,4 +1,4 @@
-"""The detached worker: roll finished periods over, post the spool once, exit by a deadline.
+"""The detached worker: roll finished periods over, post one report, exit by a deadline.
 
 A host command starts it (:func:`twentyi_telemetry.worker.start`: ``python -I`` with this
 distribution first on ``sys.path``) in a session of its own with no terminal, and never waits
@@ -7,12 +7,18 @@ off; then it takes the telemetry lock (``filelock``: one worker at a time, relea
 kernel when a worker dies, so a stale lock blocks nobody) and checks again under it, so a
 ``disable`` that took the lock before it always wins. Under the lock it rolls finished periods
 over (``cli.pipeline``: build, randomize, seal and spool their reports) and makes one bounded
-attempt to post the spool with httpx (connect 1 s, whole attempt at most 5 s, proxies from the
-environment honoured, redirects never followed): 2xx deletes the reports and appends their
-plaintext to the sent log, other 4xx (but 408 and 429) drop them, anything else keeps them
-with a persisted backoff. SIGALRM ends it at its hard deadline whatever the server does: no
-orphans. It never sends a report whose kind is off or whose consent is newer than the report,
-and never sends anything while ``TWENTYI_TELEMETRY_DEBUG`` is set.
+attempt to post ONE spooled report, picked uniformly at random (OS CSPRNG), alone in its
+request on a connection of its own, with httpx (connect 1 s, whole attempt at most 5 s, proxies
+from the environment honoured, redirects never followed): 2xx deletes it and appends its
+plaintext to the sent log, other 4xx (but 408 and 429) drop it, anything else keeps it with a
+persisted backoff. Reports leave spread in time: a run that has just spooled reports sends
+none, and after every attempt the next one waits a fresh random gap (:data:`GAP_MIN` to
+:data:`GAP_MAX`), so a week's usage and errors reports never leave together and a backlog
+drains one report per host invocation that finds the gap over (issue 14: otherwise the
+collector, which sees the address, would see which reports belong together). SIGALRM ends it
+at its hard deadline whatever the server does: no orphans. It never sends a report whose kind
+is off or whose consent is newer than the report, and never sends anything while
+``TWENTYI_TELEMETRY_DEBUG`` is set.
 
 ``disable`` stops a running worker (:func:`stop_and_lock`) and holds the lock while it writes
 and purges, so nothing is sent, and no file reappears, after it returns.
@@ -90,14 +96,25 @@ CONNECT_S = 1.0
 #: At most one attempt per MIN_INTERVAL (``twentyi_telemetry.worker``), unless a report was
 #: spooled after the last successful attempt; after failures the wait doubles up to MAX_BACKOFF.
 MAX_BACKOFF = timedelta(hours=48)
-#: A request carries at most this many reports and this many body bytes (DESIGN section 4
-#: allows 64 and 256 KiB; the margin covers the JSON around the base64).
-BATCH_REPORTS = 64
-BATCH_BYTES = 200 * 1024
+#: Between two reports leaving this machine, and between spooling and the first of them: a
+#: gap drawn uniformly (in seconds, OS CSPRNG) from [GAP_MIN, GAP_MAX], independently each
+#: time. Long enough that two reports are never seen together, short enough that a week's two
+#: reports are out within a day or two of the first host command that finds them due.
+GAP_MIN = timedelta(hours=1)
+GAP_MAX = timedelta(hours=12)
 #: Status codes kept for a retry although they are 4xx: the request was not judged, only
 #: refused for now (429) or timed out (408).
 _RETRY_4XX = frozenset({408, 429})
 _USER_AGENT = "20i-telemetry/1"  # fixed: httpx's default would name the Python library version
+
+
+def random_gap(rand: RandomSource | None = None) -> timedelta:
+    """A gap uniform on [GAP_MIN, GAP_MAX] in whole seconds, drawn with ``rand`` (default the
+    OS CSPRNG, ``ldp.sampling.SYSTEM``)."""
+    from ldp.sampling import SYSTEM
+
+    low, high = int(GAP_MIN.total_seconds()), int(GAP_MAX.total_seconds())
+    return timedelta(seconds=low + (rand or SYSTEM).randbelow(high - low + 1))
 
 
 def _backoff(failures: int, retry_after: float | None) -> timedelta:
@@ -220,7 +237,8 @@ class Outcome:
         self, state: str, sent: int = 0, dropped: int = 0, kept: int = 0, detail: str = ""
     ) -> None:
         #: "busy", "empty", "not-due", "off", "debug", "not-configured", "unwritable",
-        #: "sent", "failed" (some kept for a retry)
+        #: "waiting" (just spooled: a random gap first), "sent", "failed" (kept for a retry);
+        #: ``kept``: sendable reports still spooled
         self.state = state
         self.sent = sent
         self.dropped = dropped
@@ -234,27 +252,12 @@ class Outcome:
         )
 
 
-def _batches(entries: Sequence[SpoolEntry]) -> list[list[SpoolEntry]]:
-    batches: list[list[SpoolEntry]] = []
-    current: list[SpoolEntry] = []
-    size = 0
-    for entry in entries:
-        encoded = 4 * ((len(entry.sealed) + 2) // 3) + 3  # base64 plus quotes and comma
-        if current and (len(current) >= BATCH_REPORTS or size + encoded > BATCH_BYTES):
-            batches.append(current)
-            current, size = [], 0
-        current.append(entry)
-        size += encoded
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _body(batch: Sequence[SpoolEntry]) -> bytes:
+def _body(entry: SpoolEntry) -> bytes:
+    """One report, alone in its request body (DESIGN section 4: one report per request)."""
     import base64
 
-    reports = [base64.b64encode(entry.sealed).decode("ascii") for entry in batch]
-    return json.dumps({"reports": reports}, separators=(",", ":")).encode("ascii")
+    report = base64.b64encode(entry.sealed).decode("ascii")
+    return json.dumps({"reports": [report]}, separators=(",", ":")).encode("ascii")
 
 
 def _retry_after(value: str | None, now: datetime) -> float | None:
@@ -275,15 +278,15 @@ def _retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
-def _post_batches(
+def _post_one(
     url: str,
-    batches: Sequence[Sequence[SpoolEntry]],
+    entry: SpoolEntry,
     results: list[tuple[int, str | None] | BaseException],
     attempt_s: float,
     transport: httpx.BaseTransport | None,
 ) -> None:
-    """Post each batch in turn, appending ``(status, Retry-After)`` or the exception to
-    ``results``; stops at the first batch that is not answered with 2xx or a final 4xx."""
+    """Post one report on a client (so a connection) of its own, appending
+    ``(status, Retry-After)`` or the exception to ``results``."""
     import httpx
 
     timeout = httpx.Timeout(attempt_s, connect=min(CONNECT_S, attempt_s))
@@ -296,34 +299,30 @@ def _post_batches(
             headers=headers,
             transport=transport,
         ) as client:
-            for batch in batches:
-                response = client.post(url, content=_body(batch))
-                status = response.status_code
-                results.append((status, response.headers.get("retry-after")))
-                if not (200 <= status < 300 or (400 <= status < 500 and status not in _RETRY_4XX)):
-                    return
+            response = client.post(url, content=_body(entry))
+            results.append((response.status_code, response.headers.get("retry-after")))
     except Exception as exc:  # network errors, timeouts, a bad proxy URL: keep and back off
         results.append(exc)
 
 
 def _attempt(
     url: str,
-    batches: Sequence[Sequence[SpoolEntry]],
+    entry: SpoolEntry,
     attempt_s: float,
     transport: httpx.BaseTransport | None,
 ) -> list[tuple[int, str | None] | BaseException]:
-    """Run the posts in a daemon thread and stop waiting after ``attempt_s`` seconds.
+    """Run the post in a daemon thread and stop waiting after ``attempt_s`` seconds.
 
     httpx's timeouts bound each connect and each read or write, not a whole request that a
-    server drips out slowly; the thread bounds the whole attempt. Batches without an answer
-    by then count as network failures (their reports stay spooled).
+    server drips out slowly; the thread bounds the whole attempt. No answer by then counts as
+    a network failure (the report stays spooled).
     """
     import threading
 
     results: list[tuple[int, str | None] | BaseException] = []
     worker = threading.Thread(
-        target=_post_batches,
-        args=(url, batches, results, attempt_s, transport),
+        target=_post_one,
+        args=(url, entry, results, attempt_s, transport),
         name="20i-telemetry-sender",
         daemon=True,
     )
@@ -424,8 +423,9 @@ def run(
     """One worker run: check, lock, check again, roll over, post the spool once, record.
 
     ``transport`` replaces the network in tests (``httpx.MockTransport``); ``force`` ignores
-    the schedule; ``rand`` the roll-over's randomness. With telemetry off nothing is touched,
-    not even the lock. Raises ``OSError`` only if the lock itself cannot be taken.
+    the schedule and the gap after spooling; ``rand`` the randomness of the roll-over, of the
+    pick and of the gaps (default the OS CSPRNG). With telemetry off nothing is touched, not
+    even the lock. Raises ``OSError`` only if the lock itself cannot be taken.
     """
     first = decide(env, paths.consent_file)
     if not first.any_on:
@@ -444,9 +444,10 @@ def run(
             from cli.pipeline import roll_over
 
             # A failed roll-over costs one period's reports, never the spool already waiting.
+            spooled: list[Path] = []
             with contextlib.suppress(Exception):
-                roll_over(paths, decision, now, env, rand)
-            return _run_locked(paths, env, now, transport, attempt_s, force)
+                spooled = roll_over(paths, decision, now, env, rand)
+            return _run_locked(paths, env, now, transport, attempt_s, force, rand, bool(spooled))
         finally:
             with contextlib.suppress(OSError):
                 pid_file(paths).unlink()
@@ -459,6 +460,8 @@ def _run_locked(
     transport: httpx.BaseTransport | None,
     attempt_s: float,
     force: bool,
+    rand: RandomSource | None = None,
+    just_spooled: bool = False,
 ) -> Outcome:
     now = datetime.now(UTC) if now is None else now
     spool.prune(paths, now)
@@ -487,7 +490,12 @@ def _run_locked(
         return Outcome("off", dropped=dropped, kept=kept, detail=decision.source)
     if not sendable:
         return Outcome("empty", dropped=dropped)
-    schedule.last_attempt = now
+    # Rounded up to the second the schedule file keeps: a report spooled by this run (its
+    # name has microseconds) must not look newer than this attempt and make the next host
+    # command start a worker before the random gap is over.
+    schedule.last_attempt = now.replace(microsecond=0) + timedelta(
+        seconds=1 if now.microsecond else 0
+    )
     if destination.endpoint is None:
         # Reports wait (bounded by the spool) until an endpoint is configured; look again in
         # MIN_INTERVAL rather than at every host command.
@@ -500,54 +508,58 @@ def _run_locked(
         schedule.next_attempt = now + MIN_INTERVAL
         _save(paths, schedule)
         return Outcome("unwritable", dropped=dropped, kept=len(sendable), detail=str(exc))
+    if just_spooled and not force:
+        # Reports spooled by this run wait a random gap, so that when they leave says nothing
+        # about when the period rolled over (the first host command of a week).
+        schedule.next_attempt = now + random_gap(rand)
+        _save(paths, schedule)
+        return Outcome("waiting", dropped=dropped, kept=len(sendable))
     # Persist "tried now" before the network: a sender killed mid-attempt leaves no reason
     # for the next host command to start another one straight away.
-    schedule.next_attempt = now + _backoff(schedule.failures + 1, None)
+    schedule.next_attempt = now + max(_backoff(schedule.failures + 1, None), random_gap(rand))
     write_schedule(paths, schedule)
 
-    batches = _batches(sendable)
-    url = reports_url(destination.endpoint)
-    results = _attempt(url, batches, attempt_s, transport)
-    sent = kept = 0
-    retry_after: float | None = None
-    failure = ""
-    log_lines: list[bytes] = []
-    from cli.sentlog import encode_entry
+    from ldp.sampling import SYSTEM
 
-    sent_at = datetime.now(UTC)
-    for index, batch in enumerate(batches):
-        result = results[index] if index < len(results) else None
-        if isinstance(result, tuple) and 200 <= result[0] < 300:
-            for entry in batch:
-                log_lines.append(encode_entry(entry.plaintext, sent_at, url))
-                _delete(entry.path)
-            sent += len(batch)
-        elif isinstance(result, tuple) and 400 <= result[0] < 500 and result[0] not in _RETRY_4XX:
-            for entry in batch:
-                dropped += _delete(entry.path)
-            failure = failure or f"HTTP {result[0]}: dropped"
+    # One report, picked uniformly among the sendable ones: the order in which a backlog
+    # leaves says nothing about the order in which it was made.
+    entry = sendable[(rand or SYSTEM).randbelow(len(sendable))]
+    url = reports_url(destination.endpoint)
+    results = _attempt(url, entry, attempt_s, transport)
+    result = results[0] if results else None
+    sent = kept = 0
+    failure = ""
+    retry_after: float | None = None
+    if isinstance(result, tuple) and 200 <= result[0] < 300:
+        from cli.sentlog import encode_entry
+
+        # Checked writable just before; if it fails now, resending the report would be worse.
+        with contextlib.suppress(OSError):
+            append_sent_log(paths.sent_log, [encode_entry(entry.plaintext, datetime.now(UTC), url)])
+        _delete(entry.path)
+        sent = 1
+    elif isinstance(result, tuple) and 400 <= result[0] < 500 and result[0] not in _RETRY_4XX:
+        dropped += _delete(entry.path)
+        failure = f"HTTP {result[0]}: dropped"
+    else:
+        kept = 1
+        if isinstance(result, tuple):
+            failure = f"HTTP {result[0]}"
+            retry_after = _retry_after(result[1], now)
+        elif isinstance(result, BaseException):
+            failure = f"{type(result).__name__}: {result}"
         else:
-            kept += len(batch)
-            if isinstance(result, tuple):
-                failure = failure or f"HTTP {result[0]}"
-                after = _retry_after(result[1], now)
-                if after is not None:
-                    retry_after = after if retry_after is None else max(retry_after, after)
-            elif isinstance(result, BaseException):
-                failure = failure or f"{type(result).__name__}: {result}"
-            else:
-                failure = failure or "not attempted"
-    # Checked writable just before; if it fails now, resending the reports would be worse.
-    with contextlib.suppress(OSError):
-        append_sent_log(paths.sent_log, log_lines)
+            failure = "not attempted"
+    waiting = len(sendable) - (0 if kept else 1)  # still spooled, for later runs
     if kept:
         schedule.failures = min(schedule.failures + 1, 63)
         schedule.next_attempt = now + _backoff(schedule.failures, retry_after)
     else:
         schedule.failures = 0
-        schedule.next_attempt = now + MIN_INTERVAL
+        # The next report (if any) leaves after a fresh random gap, at a later host command.
+        schedule.next_attempt = now + random_gap(rand)
     _save(paths, schedule)
-    return Outcome("failed" if kept else "sent", sent, dropped, kept, failure)
+    return Outcome("failed" if kept else "sent", sent, dropped, waiting, failure)
 
 
 def _load_all(paths: Paths, names: Sequence[str]) -> tuple[list[SpoolEntry], int]:

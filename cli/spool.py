@@ -7,9 +7,9 @@ first), never holds a true value, and never sends anything. Light on purpose: a 
 lists it (no ``ldp``, ``httpx`` or ``cryptography`` at module level).
 
 A spool file holds the sealed report *and* its plaintext. The plaintext is the randomized
-report exactly as sealed (no true value, nothing identifying): it is what the collector will
-receive and what ``20i telemetry log`` must show once the report was accepted, and it is
-deleted together with the sealed copy.
+report exactly as sealed, less its padding of spaces (no true value, nothing identifying): it
+is what the collector will receive and what ``20i telemetry log`` must show once the report
+was accepted, and it is deleted together with the sealed copy.
 
 File format (``<created>-<kind>-<period>-<random>.sealed``; JSON, ``v`` = 1)::
 

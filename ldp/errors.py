@@ -11,7 +11,8 @@ whole family in one place (the CLI turns it into one readable line)::
     │   ├── UnknownFieldError         a field the schema does not have
     │   ├── MissingFieldError         a field the schema requires is absent
     │   ├── WrongTypeError            a value of the wrong JSON type
-    │   └── TooLargeError             a plaintext over the 4 KiB limit
+    │   ├── TooLargeError             a plaintext over the 4 KiB limit
+    │   └── PaddingError              a sealed plaintext not padded to the one wire length
     ├── SchemaError (ValueError)      invalid schema, or epsilons over the client caps
     └── EnvelopeError                 HPKE open failed: tampered, wrong key, truncated, junk key
 """
@@ -53,6 +54,10 @@ class WrongTypeError(DecodeError):
 
 class TooLargeError(DecodeError):
     """A plaintext report exceeds the wire format's size limit."""
+
+
+class PaddingError(DecodeError):
+    """A sealed plaintext is not a report followed by spaces up to exactly the padded length."""
 
 
 class SchemaError(LdpError, ValueError):

@@ -5,6 +5,10 @@ holds randomizer outputs only: integers and lists of integers under the schema's
 A true value, or any string the user's machine supplied, never reaches a report.
 ``decode_report`` accepts exactly what ``Report.encode`` produces and refuses everything else
 with a typed :class:`~ldp.errors.DecodeError`, so the analyzer can count and skip bad input.
+What gets sealed is :meth:`Report.padded`: the report followed by spaces up to exactly
+:data:`PADDED_BYTES`, so that every sealed report of every kind and schema has one length and
+the length of a ciphertext says nothing about what it holds (:func:`unpad` is the strict
+inverse).
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias
 
+from ldp.envelope import MIN_SEALED_LEN
 from ldp.errors import (
     DecodeError,
     MissingFieldError,
     OutOfRangeError,
+    PaddingError,
     ParameterError,
     TooLargeError,
     UnknownFieldError,
@@ -35,14 +41,20 @@ if TYPE_CHECKING:
 __all__ = [
     "FORMAT_VERSION",
     "MAX_REPORT_BYTES",
+    "PADDED_BYTES",
     "REPORT_KEYS",
+    "SEALED_BYTES",
+    "UNPADDED_SCHEMA_VERSIONS",
     "Report",
     "Wire",
     "build_report",
+    "decode_plaintext",
     "decode_report",
     "iso_period",
+    "pad",
     "parse_period",
     "period_start",
+    "unpad",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -50,6 +62,19 @@ MAX_REPORT_BYTES: Final = 4096
 #: The top-level keys of a report, in canonical (sorted) order.
 REPORT_KEYS: Final = ("fields", "kind", "period", "schema", "v")
 SECRET_BYTES: Final = 32
+#: Every plaintext is padded to exactly this many bytes before it is sealed (DESIGN section 4).
+#: The longest report of the shipped schemas is under 200 bytes (every field a Subset
+#: Selection list of one- or two-digit indices); 512 leaves room for schemas with more or
+#: larger fields, and a report that does not fit cannot be sent (``TooLargeError``).
+PADDED_BYTES: Final = 512
+#: The one length of a sealed report: the padded plaintext plus HPKE's 32-byte encapsulated
+#: key and 16-byte tag.
+SEALED_BYTES: Final = PADDED_BYTES + MIN_SEALED_LEN
+#: Schema versions whose reports went out unpadded (release 0.1.0 shipped v1): reports of
+#: these that are already stored are still read unpadded; from version 2 on, every report is
+#: padded, and an unpadded one is refused (``PaddingError``).
+UNPADDED_SCHEMA_VERSIONS: Final = frozenset({1})
+_PAD: Final = b" "
 
 #: A field's value on the wire: an index or bitmask, or a list of integers (OLH, SS).
 Wire: TypeAlias = int | list[int]
@@ -132,6 +157,39 @@ class Report:
         if len(data) > MAX_REPORT_BYTES:
             raise TooLargeError(f"report is {len(data)} bytes, at most {MAX_REPORT_BYTES}")
         return data
+
+    def padded(self) -> bytes:
+        """What is sealed: :meth:`encode` padded with spaces to :data:`PADDED_BYTES`."""
+        return pad(self.encode())
+
+
+def pad(report: bytes) -> bytes:
+    """``report`` followed by spaces up to exactly :data:`PADDED_BYTES` bytes.
+
+    Spaces, because JSON ignores whitespace after a value, so the padded plaintext is still
+    one JSON document, and because a canonical report never ends in a space, so the padding
+    is unambiguous. :class:`TooLargeError` if the report does not fit: a longer plaintext
+    would give its sender away by its length.
+    """
+    if len(report) > PADDED_BYTES:
+        raise TooLargeError(f"report is {len(report)} bytes; the padded length is {PADDED_BYTES}")
+    if report.endswith(_PAD):
+        raise ParameterError("a report to pad must not end with a space")
+    return report + _PAD * (PADDED_BYTES - len(report))
+
+
+def unpad(data: bytes) -> bytes:
+    """The report inside a padded plaintext; :class:`PaddingError` unless ``data`` is exactly
+    :data:`PADDED_BYTES` bytes of a report (ending in ``}``) followed only by spaces.
+
+    Whether the report itself is legal and canonical is :func:`decode_report`'s question.
+    """
+    if len(data) != PADDED_BYTES:
+        raise PaddingError(f"padded report is {len(data)} bytes, must be {PADDED_BYTES}")
+    report = bytes(data).rstrip(_PAD)
+    if not report.endswith(b"}"):
+        raise PaddingError("padding must be spaces after the report's closing brace")
+    return report
 
 
 def _check_wire_shape(name: str, wire: object) -> Wire:
@@ -271,7 +329,7 @@ def build_report(
         fields[spec.name] = _check_wire_shape(spec.name, wire)
         randomizer.validate(fields[spec.name])
     report = Report(schema_id=schema.id, kind=kind, period=period, fields=fields)
-    report.encode()  # raises TooLargeError rather than hand out a report nobody will accept
+    report.padded()  # raises TooLargeError rather than hand out a report nobody will accept
     return report
 
 
@@ -373,4 +431,26 @@ def decode_report(data: bytes, schemas: Mapping[str, Schema]) -> Report:
     # One report, one byte string: no whitespace, key order or escaping variants.
     if report.encode() != data:
         raise DecodeError("report is not in canonical form (sorted keys, compact, ASCII)")
+    return report
+
+
+def decode_plaintext(data: bytes, schemas: Mapping[str, Schema]) -> Report:
+    """Decode an opened envelope: a padded report, or an unpadded one of a legacy schema.
+
+    A plaintext of :data:`PADDED_BYTES`, or one that ends in a space, must be padded exactly
+    (:func:`unpad`); any other is an unpadded report, accepted only if its schema's version is
+    in :data:`UNPADDED_SCHEMA_VERSIONS` (reports sent before padding). Everything else raises
+    the :class:`~ldp.errors.DecodeError` subclass that says why.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WrongTypeError(f"report must be bytes, not {type(data).__name__}")
+    data = bytes(data)
+    if len(data) == PADDED_BYTES or data.endswith(_PAD):
+        return decode_report(unpad(data), schemas)
+    report = decode_report(data, schemas)
+    version = schemas[report.schema_id].version
+    if version not in UNPADDED_SCHEMA_VERSIONS:
+        raise PaddingError(
+            f"reports of schema version {version} must be padded to {PADDED_BYTES} bytes"
+        )
     return report

@@ -44,13 +44,21 @@ from ldp.errors import (
     EnvelopeError,
     MissingFieldError,
     OutOfRangeError,
+    PaddingError,
     ParameterError,
     TooLargeError,
     UnknownFieldError,
     UnknownSchemaError,
     WrongTypeError,
 )
-from ldp.report import MAX_REPORT_BYTES, decode_report, parse_period
+from ldp.report import (
+    MAX_REPORT_BYTES,
+    PADDED_BYTES,
+    UNPADDED_SCHEMA_VERSIONS,
+    decode_report,
+    parse_period,
+    unpad,
+)
 from ldp.schema import FieldSpec, Schema, canonical_dumps, known_schemas
 from server_agg.marginals import platform_marginals
 from server_agg.periods import PeriodWindow, plausible_periods
@@ -82,6 +90,7 @@ __all__ = [
     "Source",
     "SplitSource",
     "StoreRange",
+    "StoreRowids",
     "StoreSource",
     "aggregate",
     "count_ciphertexts",
@@ -106,7 +115,9 @@ DEFAULT_DELTA: Final = 1e-6
 #: the schema allows; ``implausible_period``: a real ISO week, but before the report's schema
 #: was released or after next week (:mod:`server_agg.periods`); ``wrong_type``: a value of the
 #: wrong JSON type; ``unknown_field`` / ``missing_field``: fields that do not match the report
-#: kind; ``too_large``: plaintext over 4 KiB; ``malformed``: anything else the strict decoder
+#: kind; ``too_large``: plaintext over 4 KiB; ``padding``: not padded to the one length with
+#: spaces (``ldp.report.unpad``), or unpadded although its schema was never sent unpadded
+#: (every version but 1); ``malformed``: anything else the strict decoder
 #: refuses (bad JSON, not canonical); ``internal``: the decoder failed in an unexpected way (a
 #: bug: counted, never fatal).
 REJECT_REASONS: Final = (
@@ -118,6 +129,7 @@ REJECT_REASONS: Final = (
     "unknown_field",
     "missing_field",
     "too_large",
+    "padding",
     "malformed",
     "internal",
 )
@@ -136,6 +148,7 @@ _REASON_OF: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (UnknownFieldError, "unknown_field"),
     (MissingFieldError, "missing_field"),
     (TooLargeError, "too_large"),
+    (PaddingError, "padding"),
     (DecodeError, "malformed"),
 )
 
@@ -506,6 +519,32 @@ class _ChunkPattern:
 _CHUNK_PATTERNS: dict[tuple[str, ...], _ChunkPattern] = {}
 
 
+def _legacy_schemas(schemas: Mapping[str, Schema]) -> dict[str, Schema]:
+    """The schemas whose reports may come unpadded (``UNPADDED_SCHEMA_VERSIONS``)."""
+    return {i: s for i, s in schemas.items() if s.version in UNPADDED_SCHEMA_VERSIONS}
+
+
+def _strip_chunk(
+    plaintexts: list[bytes], schemas: Mapping[str, Schema]
+) -> tuple[list[bytes], Mapping[str, Schema]] | None:
+    """The reports of a chunk and the schemas they may be of: every plaintext padded (spaces
+    stripped; any schema) or every one unpadded (as is; legacy schemas only). ``None`` for a
+    mix, or anything else odd: the per-report path then judges each one.
+
+    Stripping cannot accept bad padding: the chunk pattern demands that each stripped line
+    ends with the report's closing brace, so what was stripped was spaces up to the length.
+    """
+    for item in plaintexts:
+        if type(item) is not bytes:
+            return None
+    if set(map(len, plaintexts)) == {PADDED_BYTES}:
+        return [item.rstrip(b" ") for item in plaintexts], schemas
+    legacy = _legacy_schemas(schemas)
+    if not legacy or any(len(x) == PADDED_BYTES or x.endswith(b" ") for x in plaintexts):
+        return None
+    return plaintexts, legacy
+
+
 def _chunk_columns(
     plaintexts: list[bytes], schemas: Mapping[str, Schema]
 ) -> tuple[_ChunkPattern, list[tuple[bytes, ...]]] | None:
@@ -583,7 +622,10 @@ def _count_chunk(
     only accept what the per-report path accepts: every line must match a branch whole, every
     period must be a real ISO week and every distinct value must be valid and canonical.
     """
-    found = _chunk_columns(plaintexts, schemas)
+    stripped = _strip_chunk(plaintexts, schemas)
+    if stripped is None:
+        return None
+    found = _chunk_columns(*stripped)
     if found is None:
         return None
     chunk_pattern, columns = found
@@ -656,6 +698,17 @@ def _count_decoded(
         return counts
     verdicts: dict[tuple[str, str], bool] = {}
     for item in plaintexts:
+        # ldp.report.decode_plaintext's rule, with the fast parser in the middle.
+        unpadded = not (
+            isinstance(item, bytes | bytearray | memoryview)
+            and (len(item) == PADDED_BYTES or item[-1:] == b" ")
+        )
+        if not unpadded:
+            try:
+                item = unpad(item)
+            except PaddingError:
+                rejects["padding"] += 1
+                continue
         parsed = _fast_parse(item, schemas)
         if parsed is None:
             try:
@@ -667,6 +720,9 @@ def _count_decoded(
             # a cache bypass brings it here. Count it the same way.
             parsed = _slow_parse(report, schemas)
         key, pattern, raws, loose = parsed
+        if unpadded and schemas[key.schema_id].version not in UNPADDED_SCHEMA_VERSIONS:
+            rejects["padding"] += 1
+            continue
         if window is not None:
             ok = verdicts.get((key.schema_id, key.period))
             if ok is None:
@@ -805,29 +861,31 @@ class StoreSource:
                 raise AggregateError(str(exc)) from None
 
     def chunks(self, size: int) -> Iterator[list[bytes]]:
-        """Ciphertexts in arrival order, ``size`` per chunk, one short query each."""
+        """Ciphertexts in a fresh uniformly random order (``Store.shuffled_rowids``, never
+        arrival order), ``size`` per chunk."""
         from server_agg.store import StoreError
 
         with self._open() as store:
             try:
-                # Rowid ranges, then each range's ciphertexts in one list: no Python step per row.
-                for first, last, _rows in store.rowid_ranges(self.day, size):
-                    chunk = store.read_range(first, last, self.day)
+                rowids = store.shuffled_rowids(self.day)
+                for start in range(0, len(rowids), size):
+                    chunk = store.read_rowids(rowids[start : start + size])
                     if chunk:
                         yield chunk
             except StoreError as exc:
                 raise AggregateError(str(exc)) from None
 
-    def tasks(self, size: int) -> Iterator[StoreRange]:
-        """Rowid ranges of ``size`` reports; only rowids are read here, one query per range."""
+    def tasks(self, size: int) -> Iterator[StoreRowids]:
+        """The shuffled rowids, ``size`` per task: the main process reads rowids only."""
         from server_agg.store import StoreError
 
         with self._open() as store:
             try:
-                for first, last, _rows in store.rowid_ranges(self.day, size):
-                    yield StoreRange(str(self.path), first, last, self.day)
+                rowids = store.shuffled_rowids(self.day)
             except StoreError as exc:
                 raise AggregateError(str(exc)) from None
+        for start in range(0, len(rowids), size):
+            yield StoreRowids(str(self.path), tuple(rowids[start : start + size]))
 
 
 #: Per process (keyed by pid, so a forked child never uses its parent's connection): a
@@ -835,9 +893,38 @@ class StoreSource:
 _READERS: dict[tuple[int, str], Any] = {}
 
 
+def _reader(path: str) -> Any:
+    """This process's read-only connection to the store at ``path`` (opened once)."""
+    from server_agg.store import Store
+
+    slot = (os.getpid(), path)
+    store = _READERS.get(slot)
+    if store is None:
+        store = _READERS[slot] = Store.open_read_only(path)
+    return store
+
+
+@dataclass(frozen=True)
+class StoreRowids:
+    """One task: the reports of a store with these rowids, read in this (shuffled) order."""
+
+    path: str
+    rowids: tuple[int, ...]
+
+    def read(self) -> list[bytes]:
+        """The ciphertexts, through this process's read-only connection to the store."""
+        from server_agg.store import StoreError
+
+        try:
+            return list(_reader(self.path).read_rowids(self.rowids))
+        except StoreError as exc:
+            raise AggregateError(str(exc)) from None
+
+
 @dataclass(frozen=True)
 class StoreRange:
-    """One task: the reports with ``first <= rowid <= last`` (on ``day``) of one store."""
+    """One task: the reports with ``first <= rowid <= last`` (on ``day``) of one store, in
+    arrival order (:class:`StoreSource` hands out :class:`StoreRowids` instead)."""
 
     path: str
     first: int
@@ -1291,7 +1378,7 @@ def finalize(
                 support, n_field, consistency=consistency, labels=spec.domain
             )
             cells = tuple(int(x) for x in support)
-            results.append(FieldResult(spec, estimate, cells, trims))
+            results.append(FieldResult(spec, estimate, cells, trims=trims))
             # v2's joint platform field also answers the one-dimensional questions.
             for derived in platform_marginals(spec, estimate):
                 results.append(

@@ -17,6 +17,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from server_agg.render import CENTRAL_ASSUMPTION
+
 __all__ = ["register"]
 
 #: Above this many stored reports the local engine uses every core unless told otherwise.
@@ -360,12 +362,6 @@ def privacy(
         f"all kinds together, any 52 weeks: ε = {year.total:.4g} (docs/PRIVACY-OVER-TIME.md)",
         highlight=False,
     )
-
-
-#: What the central epsilon after shuffling assumes, said wherever it is printed.
-CENTRAL_ASSUMPTION = (
-    "the collector and the analyzer do not collude and the reports are stored unordered"
-)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,10 @@ from server_agg.analyzer_cli import register as register_analyzer
 
 __all__ = ["app", "main"]
 
+#: ``ldp.report.SEALED_BYTES``, written out so that ``--help`` need not import cryptography
+#: (tests/test_padding.py keeps the two equal).
+SEALED_BYTES = 560
+
 app = typer.Typer(
     name="20i-agg",
     help="Collect, store and export 20i telemetry reports (the maintainers' side).",
@@ -101,8 +105,20 @@ def serve(
             help="Open connections at most; past it the oldest idle one is closed.",
         ),
     ] = 1000,
+    sealed_length: Annotated[
+        int,
+        typer.Option(
+            "--sealed-length",
+            help="The one length of a sealed report (bytes; else 400); 0 accepts any length.",
+        ),
+    ] = SEALED_BYTES,
 ) -> None:
-    """Run the collector (HTTP API of DESIGN section 4) until SIGTERM or Ctrl-C."""
+    """Run the collector (HTTP API of DESIGN section 4) until SIGTERM or Ctrl-C.
+
+    Every sealed report has one length (``ldp.report.SEALED_BYTES``, issue 14), so by default
+    a report of any other length is refused: it came from a client that does not pad (before
+    0.2) or from no client at all, and storing it would keep a length that may say what it holds.
+    """
     from server_agg.collector import CollectorError, RateLimit
     from server_agg.collector import serve as run_collector
     from server_agg.limits import ConnectionLimits
@@ -118,6 +134,8 @@ def serve(
     except ValueError as exc:
         _fail("--" + str(exc).replace("_", "-"))
 
+    if sealed_length != 0 and not 48 <= sealed_length <= 4096:
+        _fail(f"--sealed-length ({sealed_length}) must be 0 or in 48..4096 bytes")
     level = synchronous.upper()
     if level not in ("FULL", "NORMAL"):
         _fail(f"--synchronous ({synchronous!r}) must be FULL or NORMAL")
@@ -142,6 +160,7 @@ def serve(
             synchronous="FULL" if level == "FULL" else "NORMAL",
             max_group=max_group,
             limits=limits,
+            sealed_length=sealed_length or None,
             on_ready=ready,
         )
     except CollectorError as exc:

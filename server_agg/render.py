@@ -19,7 +19,8 @@ JSON (``--format json``), an object::
     reports       {"read", "accepted", "excluded", "rejected", "rejects": {reason: count}}
     groups        one per (kind, period, schema): {"schema", "kind", "period", "n",
                   "privacy": {"epsilon_report", "epsilon_year",
-                              "central": {"epsilon", "delta", "n", "method"} | null},
+                              "central": {"epsilon", "delta", "n", "method",
+                                          "assumption"} | null},
                   "fields": [{"name", "type", "mechanism", "epsilon_perm", "epsilon_1", "n",
                               "items": [{"value", "estimate", "ci_low", "ci_high",
                                          "significant", "raw", "std", "support"}],
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from server_agg.aggregate import AggregateResult, FieldResult, GroupResult
 
 __all__ = [
+    "CENTRAL_ASSUMPTION",
     "CSV_COLUMNS",
     "FORMATS",
     "Truth",
@@ -81,6 +83,12 @@ __all__ = [
 ]
 
 FORMATS: Final = ("table", "json", "csv", "html")
+#: What the central epsilon after shuffling assumes, said in words wherever it is printed
+#: (table, JSON, HTML, `20i-agg privacy`): it holds only if nobody can tie a report to its
+#: sender or to its neighbours in arrival order (issue 14: reports are read in a random order).
+CENTRAL_ASSUMPTION: Final = (
+    "the collector and the analyzer do not collude and the reports are stored unordered"
+)
 CSV_COLUMNS: Final = (
     "kind",
     "period",
@@ -193,6 +201,7 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
                         "delta": central.delta,
                         "n": central.n,
                         "method": central.method,
+                        "assumption": CENTRAL_ASSUMPTION,
                     },
                 },
                 "fields": fields,
@@ -304,7 +313,10 @@ def table_renderables(
             f"{privacy.epsilon_report:.3g}, any 52 weeks at most {_year(privacy.epsilon_year)}"
         )
         if central is not None:
-            line += f", central ({central.eps:.3g}, {central.delta:.3g})-DP after shuffling"
+            line += (
+                f", central ({central.eps:.3g}, {central.delta:.3g})-DP after shuffling,"
+                f" assuming {CENTRAL_ASSUMPTION}"
+            )
         yield Text("")
         yield Text(line, style="bold")
         for fr in group.fields:
@@ -597,8 +609,8 @@ def to_html(
             out.append(
                 f'<p class="note">{_e(group.period)}: after shuffling these {central.n:,} '
                 f"reports, the batch is ({_num(central.eps)}, {central.delta:.2g})-DP "
-                f"(central, {_e(central.method)} bound of Feldman, McMillan &amp; Talwar 2021)."
-                "</p>"
+                f"(central, {_e(central.method)} bound of Feldman, McMillan &amp; Talwar 2021), "
+                f"assuming {_e(CENTRAL_ASSUMPTION)}.</p>"
             )
     if not result.groups:
         out.append('<p class="note">No valid reports, so no privacy parameters to show.</p>')

@@ -277,14 +277,15 @@ class Population:
         return out
 
     def reports(self, rand: RandomSource = SYSTEM) -> Iterator[bytes]:
-        """Every report's canonical plaintext, built by the real client code (period-major)."""
+        """Every report's plaintext as the client seals it (canonical, padded to the one
+        length), built by the real client code (period-major)."""
         for p, period in enumerate(self.periods):
             for user in self.users:
                 for kind, per_period in user.values.items():
                     report = build_report(
                         self.schema, kind, period, per_period[p], user.secret, rand
                     )
-                    yield report.encode()
+                    yield report.padded()
 
     def sealed(self, public_key: X25519PublicKey, rand: RandomSource = SYSTEM) -> Iterator[bytes]:
         """Every report sealed to ``public_key``, as a client would send it."""

@@ -12,6 +12,12 @@ collector (the SIGKILL test proves it). Only an OS crash or power loss before th
 checkpoint can drop the last commits, and the database stays consistent even then (WAL frames
 are checksummed). ``synchronous=FULL`` also fsyncs the WAL at every commit, for power loss.
 
+Order: rowids follow arrival (exports and prune use them as a watermark), so no reader is
+handed them in that order: :meth:`Store.iter_reports` and :meth:`Store.shuffled_rowids` (what
+the analyzer reads through) draw a fresh uniformly random order from the OS CSPRNG for every
+read, and exports shuffle each file. Arrival order would let a reader regroup the reports one
+client sent close together, and the central epsilon after shuffling assumes there is none.
+
 Retention: :meth:`Store.prune` deletes reports past the retention period (PRIVACY.md). Every
 connection runs with ``secure_delete`` (FAST while collecting, ON while pruning), so a deleted
 report's bytes are overwritten, not left in page slack, free pages or the write-ahead log.
@@ -23,6 +29,7 @@ import contextlib
 import functools
 import hashlib
 import re
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -331,27 +338,69 @@ class Store:
         return [(str(d), int(n)) for d, n in rows]
 
     def iter_reports(
-        self, day: str | None = None, chunk: int = 1000
+        self,
+        day: str | None = None,
+        chunk: int = 1000,
+        randbelow: Callable[[int], int] = secrets.randbelow,
     ) -> Iterator[tuple[int, str, bytes]]:
-        """Yield ``(rowid, day, ciphertext)`` in rowid order, fetching ``chunk`` rows per query.
+        """Yield ``(rowid, day, ciphertext)`` in a uniformly random order (never arrival order).
 
-        Each chunk is its own short query (keyset pagination), so a long iteration never holds
-        the lock or a read transaction that would stop the collector from checkpointing.
+        The order is :meth:`shuffled_rowids`'s; ciphertexts are fetched ``min(chunk, 900)`` per
+        short query, so a long iteration never holds the lock or a read transaction that would
+        stop the collector from checkpointing. Reports committed after the iteration started
+        are not included; reports pruned meanwhile are skipped.
         """
         if chunk < 1:
             raise ValueError(f"chunk ({chunk}) must be >= 1")
+        step = min(chunk, _IN_LIMIT)
+        rowids = self.shuffled_rowids(day, randbelow)
+        for start in range(0, len(rowids), step):
+            group = rowids[start : start + step]
+            marks = ",".join("?" * len(group))
+            rows = self._query(
+                f"SELECT id, day, ciphertext FROM reports WHERE id IN ({marks})",  # noqa: S608  # only '?' marks
+                group,
+            )
+            found = {int(r[0]): (str(r[1]), bytes(r[2])) for r in rows}
+            for rowid in group:
+                if rowid in found:
+                    yield rowid, *found[rowid]
+
+    def shuffled_rowids(
+        self, day: str | None = None, randbelow: Callable[[int], int] = secrets.randbelow
+    ) -> list[int]:
+        """The rowids of every report (on ``day``), in a uniformly random order.
+
+        Fisher-Yates with ``randbelow`` (default: the OS CSPRNG, so every order is equally
+        likely and none can be predicted from another); tests pass a seeded one. Only rowids
+        are listed, in keyset windows: 8 bytes a report, then each reader fetches its own
+        ciphertexts (:meth:`read_rowids`).
+        """
         where, params = ("", []) if day is None else (" AND day = ?", [_check_day(day)])
+        rowids: list[int] = []
         last = 0
         while True:
             rows = self._query(
-                f"SELECT id, day, ciphertext FROM reports WHERE id > ?{where} ORDER BY id LIMIT ?",  # noqa: S608  # where is one of two constant strings
-                [last, *params, chunk],
+                f"SELECT id FROM reports WHERE id > ?{where} ORDER BY id LIMIT ?",  # noqa: S608  # where is one of two constant strings
+                [last, *params, _LIST_WINDOW],
             )
-            for rowid, row_day, ciphertext in rows:
-                yield int(rowid), str(row_day), bytes(ciphertext)
-            if len(rows) < chunk:
-                return
-            last = int(rows[-1][0])
+            rowids += [int(r[0]) for r in rows]
+            if len(rows) < _LIST_WINDOW:
+                break
+            last = rowids[-1]
+        for i in range(len(rowids) - 1, 0, -1):
+            j = randbelow(i + 1)
+            rowids[i], rowids[j] = rowids[j], rowids[i]
+        return rowids
+
+    def read_rowids(self, rowids: Sequence[int]) -> list[bytes]:
+        """The ciphertexts of ``rowids``, in that order (900 per query); pruned ones skipped."""
+        out: list[bytes] = []
+        for start in range(0, len(rowids), _IN_LIMIT):
+            group = list(rowids[start : start + _IN_LIMIT])
+            found = self.ciphertexts(group)
+            out += [found[i] for i in group if i in found]
+        return out
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check``: ``"ok"``, or the problems found, one per line."""
@@ -576,6 +625,10 @@ class Store:
         )
         return [bytes(row[0]) for row in rows]
 
+
+#: Rowids per ``IN (...)`` query, under SQLite's bound-variable limit; rowids per listing query.
+_IN_LIMIT = 900
+_LIST_WINDOW = 100_000
 
 #: Expired reports in one rowid window, and how many of them no finished export run covered.
 _EXPIRED_SQL = """

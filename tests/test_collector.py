@@ -265,7 +265,7 @@ class TestAccepted:
         with AppClient(create_app(store)) as client:
             response = client.post("/v1/reports", content=_body(sealed), headers=JSON)
         assert response.status_code == 202
-        assert [c for _, _, c in store.iter_reports()] == sealed
+        assert sorted(c for _, _, c in store.iter_reports()) == sorted(sealed)
 
     def test_charset_parameter_allowed(self, store: Store) -> None:
         """application/json with a charset parameter is still JSON."""
@@ -661,6 +661,9 @@ class TestServeCommand:
         )
         self._one_line_error(self._serve("--store", store, "--port", "70000"), "0..65535")
         self._one_line_error(self._serve("--store", store, "--rate-limit", "-1"), ">= 0")
+        self._one_line_error(
+            self._serve("--store", store, "--sealed-length", "7"), "0 or in 48..4096 bytes"
+        )
         self._one_line_error(self._serve("--store", store, "--max-group", "0"), ">= 1")
         self._one_line_error(self._serve("--store", store, "--idle-timeout", "0"), "--idle-timeout")
         self._one_line_error(

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ldp.report import SEALED_BYTES
 from server_agg.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +55,7 @@ def _start(store: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def _batch() -> list[bytes]:
-    return [os.urandom(150) for _ in range(REPORTS_PER_REQUEST)]
+    return [os.urandom(SEALED_BYTES) for _ in range(REPORTS_PER_REQUEST)]
 
 
 def _body(reports: list[bytes]) -> bytes:

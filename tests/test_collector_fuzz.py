@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ldp.report import SEALED_BYTES
 from tests.test_collector_limits import collector, stderr_of
 
 REQUESTS = 10_000
@@ -57,9 +58,10 @@ def _b64(rng: np.random.Generator, size: int) -> str:
 def _body(rng: np.random.Generator) -> bytes:
     """One request body, from valid batches to every kind of wrong."""
     kind = int(rng.integers(0, 16))
-    if kind <= 3:  # well-formed batches of look-alike ciphertexts
+    if kind <= 3:  # well-formed batches of look-alike ciphertexts (kind 3: of other lengths)
         n = int(rng.integers(1, 6))
-        reports = [_b64(rng, int(rng.integers(48, 400))) for _ in range(n)]
+        sizes = [int(rng.integers(48, 400)) if kind == 3 else SEALED_BYTES for _ in range(n)]
+        reports = [_b64(rng, size) for size in sizes]
         return json.dumps({"reports": reports}).encode()
     if kind == 4:
         return b""

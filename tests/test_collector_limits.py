@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ldp.report import SEALED_BYTES
+
 ROOT = Path(__file__).resolve().parent.parent
 IDLE, HEAD, BODY = 1.0, 1.5, 1.5
 #: Slack for a loaded 2-core machine between a deadline and the close being seen.
@@ -116,7 +118,7 @@ def _status(response: bytes) -> int:
 
 def _body(n: int = 3) -> bytes:
     return json.dumps(
-        {"reports": [base64.b64encode(os.urandom(160)).decode() for _ in range(n)]}
+        {"reports": [base64.b64encode(os.urandom(SEALED_BYTES)).decode() for _ in range(n)]}
     ).encode()
 
 

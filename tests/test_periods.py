@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ldp.envelope import seal
-from ldp.report import parse_period
+from ldp.report import pad, parse_period
 from ldp.schema import canonical_dumps, shipped_schema
 from server_agg.aggregate import MemorySource, aggregate, count_plaintexts
 from server_agg.app import app
@@ -33,7 +33,7 @@ def _reports(n: int, period: str = GOOD, seed: int = 3) -> list[bytes]:
 def _redated(report: bytes, period: str) -> bytes:
     doc = json.loads(report)
     doc["period"] = period
-    return canonical_dumps(doc).encode()
+    return pad(canonical_dumps(doc).encode())
 
 
 def _spread_weeks(n: int) -> list[str]:

@@ -14,6 +14,7 @@ from scipy import stats
 from typer.testing import CliRunner
 
 from ldp.envelope import seal
+from ldp.report import pad
 from ldp.schema import canonical_dumps, shipped_schema
 from server_agg.aggregate import count_plaintexts, finalize
 from server_agg.app import app
@@ -57,7 +58,7 @@ def _names(pattern: list[int]) -> list[str]:
 def _crafted(template: bytes, count: int, output: list[int]) -> list[bytes]:
     doc = json.loads(template)
     doc["fields"][FIELD] = output
-    return [canonical_dumps(doc).encode()] * count
+    return [pad(canonical_dumps(doc).encode())] * count
 
 
 class TestPatternLaw:

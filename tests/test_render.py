@@ -204,3 +204,22 @@ class TestTable:
             assert render(RESULT, fmt)
         with pytest.raises(ValueError, match=r"format .* must be one of table, json, csv, html"):
             render(RESULT, "xml")
+
+
+class TestCentralAssumption:
+    """The central epsilon after shuffling is never printed without its assumption (issue 14)."""
+
+    def test_every_format_states_it(self) -> None:
+        """Table, JSON (per group) and HTML say, next to the central epsilon, that it assumes
+        the collector and the analyzer do not collude and that reports are stored unordered."""
+        from server_agg.analyzer_cli import CENTRAL_ASSUMPTION as cli_text
+        from server_agg.render import CENTRAL_ASSUMPTION
+
+        assert cli_text is CENTRAL_ASSUMPTION  # one constant
+        assert "do not collude" in CENTRAL_ASSUMPTION and "unordered" in CENTRAL_ASSUMPTION
+        centrals = [g["privacy"]["central"] for g in to_dict(RESULT)["groups"]]
+        assert centrals and all(c["assumption"] == CENTRAL_ASSUMPTION for c in centrals)
+        table = " ".join(to_table(RESULT, width=400).split())
+        assert table.count("after shuffling") == table.count(CENTRAL_ASSUMPTION) == len(centrals)
+        page = to_html(RESULT)
+        assert page.count("after shuffling") == page.count(CENTRAL_ASSUMPTION) == len(centrals)

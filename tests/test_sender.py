@@ -22,6 +22,7 @@ from cli import sender, spool
 from cli.endpoint import resolve
 from cli.sentlog import MAX_LOG_BYTES, read_sent_log
 from ldp.envelope import generate_keypair, open_sealed, public_key_to_text
+from ldp.sampling import HmacSource
 from twentyi_telemetry import worker
 from twentyi_telemetry.consent import (
     NO_CONSENT,
@@ -121,16 +122,23 @@ class TestAnswers:
     def test_2xx_sends_logs_and_empties(
         self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str]
     ) -> None:
-        """A 202 deletes the reports, appends their plaintext to the sent log, resets backoff."""
+        """A 202 deletes the report, appends its plaintext to the sent log, resets backoff and
+        waits a random gap; one report per run and per request, until the spool is empty."""
         put(opted_in, keys[1], 3)
-        recorder = Recorder(httpx.Response(202, json={"accepted": 3, "duplicates": 0}))
-        outcome = run(opted_in, env, recorder)
-        assert (outcome.state, outcome.sent, outcome.kept) == ("sent", 3, 0)
-        assert spool.spool_names(opted_in) == []
-        (request,) = recorder.requests
-        assert str(request.url) == URL and request.method == "POST"
-        assert request.headers["content-type"] == "application/json"
-        assert "python" not in request.headers["user-agent"].lower()
+        recorder = Recorder(httpx.Response(202, json={"accepted": 1, "duplicates": 0}))
+        for left in (2, 1, 0):
+            outcome = run(opted_in, env, recorder, force=True)
+            assert (outcome.state, outcome.sent, outcome.kept) == ("sent", 1, left)
+            assert len(spool.spool_names(opted_in)) == left
+            schedule = sender.read_schedule(opted_in)
+            assert schedule.failures == 0 and schedule.next_attempt is not None
+            assert sender.GAP_MIN <= schedule.next_attempt - NOW <= sender.GAP_MAX
+        assert len(recorder.requests) == 3
+        for request in recorder.requests:
+            assert str(request.url) == URL and request.method == "POST"
+            assert request.headers["content-type"] == "application/json"
+            assert "python" not in request.headers["user-agent"].lower()
+            assert len(json.loads(request.content)["reports"]) == 1
         assert sorted(recorder.reports()) == sorted(
             b"sealed:" + plaintext("usage", i) for i in range(3)
         )
@@ -139,18 +147,16 @@ class TestAnswers:
             json.dumps(json.loads(plaintext("usage", i)), sort_keys=True) for i in range(3)
         )
         assert {r.endpoint for r in logged} == {URL}
-        schedule = sender.read_schedule(opted_in)
-        assert schedule.failures == 0 and schedule.next_attempt == NOW + sender.MIN_INTERVAL
 
     @pytest.mark.parametrize("status", [400, 404, 413, 415])
     def test_final_4xx_drops(
         self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str], status: int
     ) -> None:
-        """A 4xx other than 408/429 drops the reports unsent and unlogged."""
+        """A 4xx other than 408/429 drops the report it answers, unsent and unlogged."""
         put(opted_in, keys[1], 2)
         outcome = run(opted_in, env, Recorder(httpx.Response(status, json={"error": "no"})))
-        assert (outcome.state, outcome.dropped, outcome.sent) == ("sent", 2, 0)
-        assert spool.spool_names(opted_in) == []
+        assert (outcome.state, outcome.dropped, outcome.sent, outcome.kept) == ("sent", 1, 0, 1)
+        assert len(spool.spool_names(opted_in)) == 1
         assert read_sent_log(opted_in.sent_log).reports == ()
 
     @pytest.mark.parametrize(
@@ -201,31 +207,62 @@ class TestAnswers:
         run(opted_in, env, Recorder(httpx.Response(503, headers={"Retry-After": date})), force=True)
         assert sender.read_schedule(opted_in).next_attempt == NOW + timedelta(hours=36)
 
-    def test_batches_respect_collector_limits(
+    def test_pick_is_uniform_over_the_spool_by_rand(
         self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str]
     ) -> None:
-        """More reports than one request may carry go in several requests of at most 64."""
-        put(opted_in, keys[1], spool.MAX_REPORTS)
-        many = [spool.load(opted_in.spool_dir / n) for n in spool.spool_names(opted_in)]
-        batches = sender._batches(many * 2)
-        assert [len(b) for b in batches] == [64, 64]
-        big = many[0]
-        big.sealed = b"x" * 4200
-        sizes = [len(sender._body(b)) for b in sender._batches([big] * 64)]
-        assert len(sizes) > 1 and max(sizes) <= 256 * 1024
+        """The report sent is the one ``rand`` picks among all sendable ones (the CSPRNG by
+        default), not the oldest: a backlog leaves in an order unrelated to its making."""
+        put(opted_in, keys[1], 4)  # plaintext i spooled i seconds before NOW: 3 is oldest
 
-    def test_stops_after_a_retryable_batch(
+        class Pick:
+            def __init__(self, choice: int) -> None:
+                self.choice = choice
+                self.asked: list[int] = []
+
+            def randbelow(self, n: int) -> int:
+                self.asked.append(n)
+                return min(self.choice, n - 1)
+
+        recorder = Recorder(httpx.Response(202))
+        first = Pick(0)
+        run(opted_in, env, recorder, force=True, rand=first)
+        assert 4 in first.asked  # the pick was drawn among all four
+        last = Pick(10**6)
+        run(opted_in, env, recorder, force=True, rand=last)
+        assert recorder.reports() == [
+            b"sealed:" + plaintext("usage", 3),
+            b"sealed:" + plaintext("usage", 0),
+        ]
+
+    def test_gap_is_random_and_keeps_the_next_report_back(
         self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str]
     ) -> None:
-        """If the first request fails for now, later batches wait too (one attempt, not many)."""
+        """After a report leaves, the next may not leave before a gap drawn from rand, within
+        [GAP_MIN, GAP_MAX]; a host command before it starts no attempt."""
+        gaps = set()
+        for seed in range(5):
+            put(opted_in, keys[1], 2)
+            rand = HmacSource(bytes(32), f"gap-{seed}".encode())
+            run(opted_in, env, Recorder(httpx.Response(202)), force=True, rand=rand)
+            schedule = sender.read_schedule(opted_in)
+            assert schedule.next_attempt is not None
+            gap = schedule.next_attempt - NOW
+            assert sender.GAP_MIN <= gap <= sender.GAP_MAX
+            newest = spool.created_of(spool.spool_names(opted_in)[-1])
+            assert not sender.due(schedule, newest, NOW + sender.GAP_MIN - timedelta(seconds=1))
+            assert sender.due(schedule, newest, NOW + gap)
+            gaps.add(gap)
+            for name in spool.spool_names(opted_in):
+                spool.remove(opted_in.spool_dir / name)
+        assert len(gaps) == 5
+
+    def test_a_failure_sends_one_request(
+        self, opted_in: Paths, env: dict[str, str], keys: tuple[object, str]
+    ) -> None:
+        """A failing collector is asked once per run, and every report stays spooled."""
         put(opted_in, keys[1], 2)
         recorder = Recorder(httpx.Response(503))
-        original = sender.BATCH_REPORTS
-        sender.BATCH_REPORTS = 1
-        try:
-            outcome = run(opted_in, env, recorder)
-        finally:
-            sender.BATCH_REPORTS = original
+        outcome = run(opted_in, env, recorder)
         assert len(recorder.requests) == 1 and outcome.kept == 2
 
 
@@ -483,6 +520,6 @@ class TestHelpers:
 
         sealed = seal(b'{"a":1}', public_key_from_text(keys[1]))
         entry = spool.SpoolEntry(Path("x"), NOW, "usage", "2026-W48", keys[1], sealed, b"{}")
-        body = json.loads(sender._body([entry]))
+        body = json.loads(sender._body(entry))
         assert set(body) == {"reports"}
         assert open_sealed(base64.b64decode(body["reports"][0]), keys[0]) == b'{"a":1}'  # type: ignore[arg-type]

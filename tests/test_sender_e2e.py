@@ -11,6 +11,7 @@ no sender process outlives it.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -31,7 +32,7 @@ from cli import sender, spool
 from cli.pipeline import roll_over
 from cli.sentlog import read_sent_log
 from ldp.envelope import open_sealed
-from ldp.report import decode_report, period_start
+from ldp.report import SEALED_BYTES, decode_plaintext, decode_report, period_start, unpad
 from ldp.schema import shipped_schema
 from server_agg.keys import generate, load_private
 from server_agg.store import Store
@@ -309,6 +310,19 @@ class Machine:
     def spooled(self) -> int:
         return len(spool.spool_names(self.paths))
 
+    def make_due(self) -> None:
+        """Let the random gap run out now (as if the hours had passed): the next host command
+        starts a worker, which sends one report."""
+        sender.write_schedule(self.paths, sender.Schedule())
+
+    def roll_over_by_host(self, expected: tuple[int, str, str]) -> None:
+        """A host command rolls the finished week over; the worker spools both reports and,
+        having just spooled them, sends nothing yet (a random gap first)."""
+        outcome = self.host(*UP)
+        assert_host_unchanged(outcome, expected)
+        self.wait_senders_gone(time.monotonic())
+        assert self.spooled() == 2
+
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, ...], Any]:
@@ -338,15 +352,19 @@ class TestSuccessPath:
         machine.opt_in()
         period = machine.finished_week()
         before = len(collector.ciphertexts())
-        outcome = machine.host(*UP)
-        assert_host_unchanged(outcome, reference[UP])
-        machine.wait_senders_gone(time.monotonic())
-        assert machine.spooled() == 0
+        machine.roll_over_by_host(reference[UP])
+        assert len(collector.ciphertexts()) == before  # nothing leaves with the roll-over
+        for left in (1, 0):  # one report per worker run, each after its gap
+            machine.make_due()
+            assert_host_unchanged(machine.host(*UP), reference[UP])
+            machine.wait_senders_gone(time.monotonic())
+            assert machine.spooled() == left
 
         stored = collector.ciphertexts()[before:]
+        assert {len(c) for c in stored} == {SEALED_BYTES}
         private = load_private(collector.keys.private_path)
         schema = shipped_schema()
-        plaintexts = sorted(open_sealed(c, private) for c in stored)
+        plaintexts = sorted(unpad(open_sealed(c, private)) for c in stored)
         reports = [decode_report(p, {schema.id: schema}) for p in plaintexts]
         assert sorted(r.kind for r in reports) == ["errors", "usage"]
         assert {r.period for r in reports} == {period}
@@ -388,23 +406,29 @@ class TestFailingServer:
         collector: Collector,
     ) -> None:
         """Host output, exit code and speed are unchanged; the sender exits by its deadline;
-        500, 429 and silence keep the reports with a backoff, 400 drops them."""
+        500, 429 and silence keep the report with a backoff, 400 drops it (the next waits its
+        random gap)."""
         machine = Machine(tmp_path, stub.url, collector.keys.public_text)
         machine.opt_in()
         machine.finished_week()
+        machine.roll_over_by_host(reference[UP])
+        machine.make_due()
         outcome = machine.host(*UP)
         ended = time.monotonic()
         assert_host_unchanged(outcome, reference[UP])
         machine.wait_senders_gone(ended)
         assert len(stub.posts) == posts
-        assert machine.spooled() == (2 if kept else 0)
+        assert machine.spooled() == (2 if kept else 1)
         assert read_sent_log(machine.paths.sent_log).reports == ()
         schedule = sender.read_schedule(machine.paths)
         assert schedule.failures == (1 if kept else 0)
         assert schedule.next_attempt is not None
         wait = schedule.next_attempt - datetime.now(UTC)
-        expected = timedelta(hours=24 if stub.behaviour == "429" else 6)  # Retry-After: 86400
-        assert expected - timedelta(minutes=1) < wait <= expected
+        if kept:
+            expected = timedelta(hours=24 if stub.behaviour == "429" else 6)  # Retry-After 1 d
+            assert expected - timedelta(minutes=1) < wait <= expected
+        else:
+            assert sender.GAP_MIN - timedelta(minutes=1) < wait <= sender.GAP_MAX
 
         # Backing off: the next command starts no sender.
         assert_host_unchanged(machine.host("status", "--check"), reference[("status", "--check")])
@@ -421,6 +445,8 @@ class TestServerDown:
         machine = Machine(tmp_path, closed_port_url(), collector.keys.public_text)
         machine.opt_in()
         machine.finished_week()
+        machine.roll_over_by_host(reference[UP])
+        machine.make_due()
         outcome = machine.host(*UP)
         ended = time.monotonic()
         assert_host_unchanged(outcome, reference[UP])
@@ -438,32 +464,39 @@ class TestConcurrentHosts:
         reference: dict[tuple[str, ...], Any],
         collector: Collector,
     ) -> None:
-        """Two host commands at once roll the week over once and post it once."""
+        """Two host commands at once roll the week over once; two more, once it is due, post
+        one report once."""
         machine = Machine(tmp_path, stub.url, collector.keys.public_text)
         machine.opt_in()
         machine.finished_week()
-        procs = [
-            subprocess.Popen(
-                [sys.executable, str(HOST), *UP],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=machine.env,
-                cwd=machine.root / "cwd",
-            )
-            for _ in range(2)
-        ]
-        results = []
-        for proc in procs:
-            out, err = proc.communicate(timeout=60)
-            results.append((proc.returncode, out, err))
-        ended = time.monotonic()
-        assert results == [reference[UP]] * 2
-        machine.wait_senders_gone(ended)
-        assert len(stub.posts) == 1
-        assert len(stub.reports()) == 2 and len(set(stub.reports())) == 2
-        assert machine.spooled() == 0
-        assert len(read_sent_log(machine.paths.sent_log).reports) == 2
+
+        def two_hosts() -> None:
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, str(HOST), *UP],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=machine.env,
+                    cwd=machine.root / "cwd",
+                )
+                for _ in range(2)
+            ]
+            results = []
+            for proc in procs:
+                out, err = proc.communicate(timeout=60)
+                results.append((proc.returncode, out, err))
+            ended = time.monotonic()
+            assert results == [reference[UP]] * 2
+            machine.wait_senders_gone(ended)
+
+        two_hosts()
+        assert stub.posts == [] and machine.spooled() == 2
+        machine.make_due()
+        two_hosts()
+        assert len(stub.posts) == 1 and len(stub.reports()) == 1
+        assert machine.spooled() == 1
+        assert len(read_sent_log(machine.paths.sent_log).reports) == 1
 
 
 class TestReadOnlyCache:
@@ -521,7 +554,11 @@ class TestConsent:
         ended = time.monotonic()
         assert_host_unchanged(outcome, reference[UP])
         machine.wait_senders_gone(ended)
-        assert len(stub.reports()) == 1  # usage only: error reports were not enabled
+        assert machine.spooled() == 1  # usage only: error reports were not enabled
+        machine.make_due()
+        assert_host_unchanged(machine.host(*UP), reference[UP])
+        machine.wait_senders_gone(time.monotonic())
+        assert len(stub.reports()) == 1 and machine.spooled() == 0
         # The epoch memo froze the response of "status", the week's only command.
         secret = load_secret(machine.paths)
         assert secret is not None
@@ -584,7 +621,73 @@ class TestDebug:
         assert len(entries) == 2
         private = load_private(collector.keys.private_path)
         for entry in entries:
-            assert open_sealed(entry.sealed, private).decode() in err
+            assert unpad(open_sealed(entry.sealed, private)).decode() in err
         assert "nothing is sent" in err
         machine.run_sender(TWENTYI_TELEMETRY_DEBUG="1")
         assert stub.posts == [] and machine.spooled() == 2
+
+
+class TestOneReportPerRequest:
+    """Issue 14: what the collector sees is one report per request, a week's reports apart."""
+
+    def test_each_request_holds_one_report_and_kinds_leave_apart(
+        self,
+        tmp_path: Path,
+        stub: Stub,
+        reference: dict[tuple[str, ...], Any],
+        collector: Collector,
+    ) -> None:
+        """Through the real host and worker processes to a capture server on 127.0.0.1: every
+        request body holds exactly one report of the one sealed length, and the week's usage
+        and errors reports arrive in different requests."""
+        machine = Machine(tmp_path, stub.url, collector.keys.public_text)
+        machine.opt_in()
+        period = machine.finished_week()
+        machine.roll_over_by_host(reference[UP])
+        assert stub.posts == []
+        for _ in range(2):
+            machine.make_due()
+            assert_host_unchanged(machine.host(*UP), reference[UP])
+            machine.wait_senders_gone(time.monotonic())
+        assert len(stub.posts) == 2 and machine.spooled() == 0
+        private = load_private(collector.keys.private_path)
+        schema = shipped_schema()
+        kinds = []
+        for body in stub.posts:
+            (one,) = json.loads(body)["reports"]  # exactly one report per request body
+            sealed = base64.b64decode(one)
+            assert len(sealed) == SEALED_BYTES
+            report = decode_plaintext(open_sealed(sealed, private), {schema.id: schema})
+            assert report.period == period
+            kinds.append(report.kind)
+        assert sorted(kinds) == ["errors", "usage"]  # one kind per request
+
+    def test_reports_leave_spread_in_time(self, tmp_path: Path, stub: Stub) -> None:
+        """With the clock injected: host commands every 20 minutes for two days start the
+        worker whenever the host would (``spool_due``); nothing leaves with the roll-over, and
+        the two reports leave alone, each at least GAP_MIN after the previous event."""
+        from ldp.sampling import HmacSource
+        from twentyi_telemetry.worker import spool_due
+
+        keys = generate(tmp_path / "keys")
+        machine = Machine(tmp_path, stub.url, keys.public_text)
+        machine.opt_in()
+        machine.finished_week()
+        start = datetime.now(UTC)
+        rand = HmacSource(bytes(32), b"spread-in-time")
+        outcomes: list[tuple[datetime, str]] = []
+        for step in range(int(timedelta(days=2) / timedelta(minutes=20))):
+            now = start + step * timedelta(minutes=20)
+            if step and not spool_due(machine.paths, now):
+                continue  # the host would start no worker
+            outcome = sender.run(machine.paths, machine.env, now=now, rand=rand)
+            outcomes.append((now, outcome.state))
+            if outcome.state == "empty":
+                break
+        sends = [t for t, state in outcomes if state == "sent"]
+        assert outcomes[0] == (start, "waiting")  # the roll-over run spools and sends nothing
+        assert len(sends) == 2 and len(stub.posts) == 2
+        assert all(len(json.loads(body)["reports"]) == 1 for body in stub.posts)
+        assert sends[0] - start >= sender.GAP_MIN
+        assert sends[1] - sends[0] >= sender.GAP_MIN
+        assert sends[1] - start <= 2 * sender.GAP_MAX + timedelta(minutes=40)

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ldp.envelope import generate_keypair, open_sealed
-from ldp.report import decode_report
+from ldp.report import decode_plaintext
 from ldp.schema import known_schemas, shipped_schema
 from server_agg.simulate import (
     DEFAULT_MODEL,
@@ -160,7 +160,7 @@ class TestClientPath:
         sealed = list(population.sealed(PUBLIC))
         assert len(sealed) == population.report_count()
         for item in sealed:
-            report = decode_report(open_sealed(item, PRIVATE), {SCHEMA.id: SCHEMA})
+            report = decode_plaintext(open_sealed(item, PRIVATE), {SCHEMA.id: SCHEMA})
             assert report.period == "2026-W10"
 
     def test_generator_noise_is_reproducible(self) -> None:
