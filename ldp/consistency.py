@@ -13,8 +13,9 @@ error twice and averages the two:
   ``y* ~ N(pilot, C)`` around the Norm-Sub estimate, ``mean |g(y*) - pilot|^2``. Stable, but
   biased towards steps that suit the pilot's shape.
 
-Measured on the shipped channels (``bench/utility.py``) the average is never far from the
-better of the two. Server side only (numpy); never sees a report.
+On five hard points of the shipped channels (n = 300 to 10,000, one week) SURE alone was up to
+1.14x worse in MSE than the best fixed step and the average up to 1.11x; ``bench/utility.py``
+measures the average over the whole grid. Server side only (numpy); never sees a report.
 """
 
 from __future__ import annotations
