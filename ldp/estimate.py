@@ -7,7 +7,8 @@ oracles and set-valued fields share one estimator. Server side only: imports num
 Consistency steps turn the unbiased but noisy vector into a plausible one: ``norm-sub``
 (Euclidean projection onto the probability simplex, Wang et al., NDSS 2020), ``clip``, ``mle``
 (EM under a Poisson model of the support counts; for GRR this is the iterative Bayesian update
-of Agrawal & Aggarwal 2001) and ``none``.
+of Agrawal & Aggarwal 2001) and ``none``; ``auto`` (:mod:`ldp.consistency`) chooses among
+Norm-Sub, clip and early-stopped EM from the data, given the estimate's covariance.
 
 Pooled weeks (:func:`pooled_frequencies`): the same users report every week, and weeks that
 share a user's memoized response are correlated, so W weeks are *not* one batch of W n
@@ -17,6 +18,7 @@ independent reports; :func:`pooled_variance` is the exact variance of their aver
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any
@@ -27,6 +29,7 @@ import numpy.typing as npt
 from ldp.errors import ParameterError
 
 __all__ = [
+    "AUTO",
     "CONSISTENCY",
     "FrequencyEstimate",
     "PooledChannel",
@@ -41,6 +44,9 @@ __all__ = [
 ]
 
 CONSISTENCY = ("norm-sub", "clip", "mle", "none")
+#: The data-chosen step (:func:`ldp.consistency.choose_consistency`); it needs the covariance,
+#: so it is not in :data:`CONSISTENCY` (the fixed steps every caller can ask for).
+AUTO = "auto"
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -136,19 +142,29 @@ def apply_consistency(
     p_star: float | None = None,
     q_star: float | None = None,
     total: float | None = 1.0,
+    cov: npt.ArrayLike | None = None,
 ) -> FloatArray:
     """Post-process a raw estimate; ``total=None`` means the items are not a distribution.
 
     For ``total=None`` (set-valued fields: each item is the fraction of users having it) every
-    method but ``none`` clips each frequency to ``[0, 1]``.
+    method but ``none`` clips each frequency to ``[0, 1]``. ``auto`` needs ``cov`` (the raw
+    estimate's covariance, :func:`ldp.covariance.frequency_covariance`), ``p_star`` and
+    ``q_star``.
     """
     x = np.asarray(raw, dtype=np.float64)
-    if method not in CONSISTENCY:
-        raise ParameterError(f"consistency ({method!r}) must be one of {list(CONSISTENCY)}")
+    if method not in CONSISTENCY and method != AUTO:
+        raise ParameterError(f"consistency ({method!r}) must be one of {[*CONSISTENCY, AUTO]}")
     if method == "none":
         return x.copy()
     if total is None:
         return np.clip(x, 0.0, 1.0)
+    if method == AUTO:
+        if cov is None or p_star is None or q_star is None:
+            raise ParameterError("consistency 'auto' needs cov, p_star and q_star")
+        from ldp.consistency import choose_consistency
+
+        freq: FloatArray = choose_consistency(x / total, cov, p_star, q_star).freq * total
+        return freq
     if method == "norm-sub":
         return project_simplex(x, total)
     if method == "clip":
@@ -174,6 +190,9 @@ class FrequencyEstimate:
     n: int
     consistency: str
     labels: tuple[str, ...] | None = None
+    #: With ``auto``: the :class:`ldp.consistency.ConsistencyChoice` (``consistency`` then
+    #: names the chosen step).
+    choice: Any = None
 
     @property
     def d(self) -> int:
@@ -202,7 +221,7 @@ class FrequencyEstimate:
         low, high = self.ci(level)
         sig = self.significant(level)
         names = self.labels or tuple(str(i) for i in range(self.d))
-        return {
+        out: dict[str, Any] = {
             "n": self.n,
             "consistency": self.consistency,
             "confidence": level,
@@ -219,6 +238,9 @@ class FrequencyEstimate:
                 for i in range(self.d)
             ],
         }
+        if self.choice is not None:
+            out["consistency_choice"] = self.choice.to_dict()
+        return out
 
 
 def estimate_frequencies(
@@ -231,10 +253,14 @@ def estimate_frequencies(
     *,
     scale: float = 1.0,
     total: float | None = 1.0,
+    cov: npt.ArrayLike | Callable[[FloatArray], Any] | None = None,
 ) -> FrequencyEstimate:
     """Debias support counts of ``n`` reports: ``scale * (s / n - q*) / (p* - q*)``.
 
     ``scale`` is the pad length for padding-and-sampling set fields (pass ``total=None`` there).
+    ``consistency="auto"`` needs ``cov``: the raw estimate's covariance, or a function of the
+    clipped raw estimate that returns it (e.g. ``lambda f: frequency_covariance(r, n, f)``);
+    the result's ``consistency`` is then the chosen step and ``choice`` says why.
     """
     s = np.asarray(support, dtype=np.float64)
     if s.ndim != 1:
@@ -252,6 +278,22 @@ def estimate_frequencies(
     raw = scale * (s / n - q_star) / gap
     var = frequency_variance(n, p_star, q_star, np.clip(raw / scale, 0.0, 1.0))
     std = scale * np.sqrt(var)
+    if consistency == AUTO and total is not None:
+        if cov is None:
+            raise ParameterError("consistency 'auto' needs cov (the raw estimate's covariance)")
+        from ldp.consistency import choose_consistency
+
+        matrix = cov(np.clip(raw, 0.0, 1.0)) if callable(cov) else cov
+        choice = choose_consistency(raw, matrix, p_star, q_star)
+        return FrequencyEstimate(
+            freq=choice.freq * total,
+            raw=raw,
+            std=std,
+            n=n,
+            consistency=choice.method,
+            labels=labels,
+            choice=choice,
+        )
     freq = apply_consistency(
         raw, consistency, support=s, n=n, p_star=p_star, q_star=q_star, total=total
     )
@@ -420,6 +462,8 @@ def pooled_frequencies(
     share: float,
     consistency: str = "norm-sub",
     labels: tuple[str, ...] | None = None,
+    *,
+    cov: npt.ArrayLike | Callable[[FloatArray], Any] | None = None,
 ) -> FrequencyEstimate:
     """Unbiased frequencies averaged over W weeks, with their exact standard errors.
 
@@ -441,9 +485,13 @@ def pooled_frequencies(
     share : float
         The scheme's :func:`epoch_pair_share` for ``W`` weeks.
     consistency : str
-        One of :data:`CONSISTENCY`.
+        One of :data:`CONSISTENCY`, or :data:`AUTO` (then give ``cov``).
     labels : tuple of str, optional
         Item names.
+    cov : array_like or callable, optional
+        For ``auto``: the pooled estimate's covariance, or a function of the clipped raw
+        estimate returning it (``ldp.covariance.frequency_covariance`` with this ``weeks`` and
+        ``share``).
 
     Returns
     -------
@@ -464,6 +512,7 @@ def pooled_frequencies(
         labels,
         scale=1.0 if pad is None else float(pad),
         total=1.0 if pad is None else None,
+        cov=cov,
     )
     var = pooled_variance(channel, est.n, weeks, share, np.clip(est.raw, 0.0, 1.0))
     return replace(est, std=np.sqrt(var))
