@@ -123,12 +123,14 @@ def count_parquet(
     processes: bool = True,
     on_progress: Callable[[int], None] | None = None,
     window: PeriodWindow | None = None,
+    ran_on: set[str] | None = None,
 ) -> Counts:
     """Count every report of ``files`` on a Dask cluster; returns the summed :class:`Counts`.
 
     Pass a running ``client``, or a ``scheduler`` address, or nothing for a temporary
     LocalCluster of ``workers`` workers (``processes=False`` runs them as threads of this
     process: quicker to start, but one interpreter lock, so no faster than one core).
+    ``ran_on``, if given, receives the address of every worker that counted a partition.
     """
     import distributed
 
@@ -148,6 +150,10 @@ def count_parquet(
         ]
         for future in as_completed(futures):
             total.add(future.result())
+            if ran_on is not None:
+                # The workers holding the finished result: the ones that computed it.
+                for holders in client.who_has([future]).values():
+                    ran_on.update(holders)
             if on_progress is not None:
                 on_progress(1)
             future.release()
@@ -185,6 +191,7 @@ def dask_aggregate(
     if not key_path.is_file():
         raise AggregateError(f"no private key file at {key_path}")
     started = time.perf_counter()
+    ran_on: set[str] = set()
     counts = count_parquet(
         parquet_files(Path(parquet)),
         key_path,
@@ -196,6 +203,7 @@ def dask_aggregate(
         workers=workers,
         processes=processes,
         window=window,
+        ran_on=ran_on,
     )
     filters = {k: v for k, v in (("kind", kind), ("period", period)) if v is not None}
     return finalize(
@@ -206,7 +214,9 @@ def dask_aggregate(
         delta=delta,
         source=f"parquet {parquet}",
         engine="dask",
-        workers=workers if scheduler is None and client is None else 0,
+        # The workers that counted something (on a real cluster, whatever it has), not the
+        # size we would have asked a local cluster for.
+        workers=len(ran_on),
         seconds=time.perf_counter() - started,
         filters=filters,
         screen=screen,

@@ -8,6 +8,7 @@ whole module.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -151,3 +152,101 @@ class TestDaskEngine:
 
         with pytest.raises(AggregateError, match="no private key file at"):
             dask_aggregate(exported["parquet"], exported["keys"] / "nope.pem", client=client)
+
+
+@pytest.mark.slow
+class TestRealCluster:
+    """Against `dask scheduler` and `dask worker` processes started as a user would."""
+
+    def test_workers_that_ran_are_reported(self, exported: dict[str, Path], tmp_path: Path) -> None:
+        """The JSON's workers counts the worker processes that counted partitions (2), and the
+        estimates still equal the local engine's."""
+        import json
+        import os
+        import signal
+        import subprocess
+        import sys
+        import time
+
+        from server_agg.app import app
+
+        dask = str(Path(sys.executable).with_name("dask"))
+        scheduler_file = tmp_path / "scheduler.json"
+        env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
+        common = {"cwd": tmp_path, "env": env, "start_new_session": True}
+        procs = [
+            subprocess.Popen(
+                [
+                    dask,
+                    "scheduler",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--no-dashboard",
+                    "--scheduler-file",
+                    str(scheduler_file),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                **common,
+            )
+        ]
+        try:
+            deadline = time.monotonic() + 60
+            while not scheduler_file.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert scheduler_file.exists(), "the scheduler did not start within 60 s"
+            procs.append(
+                subprocess.Popen(
+                    [
+                        dask,
+                        "worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--nworkers",
+                        "2",
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--host",
+                        "127.0.0.1",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    **common,
+                )
+            )
+            address = json.loads(scheduler_file.read_text())["address"]
+            from distributed import Client
+
+            with Client(address, timeout=60) as watcher:
+                watcher.wait_for_workers(2, timeout=60)
+            base = ["aggregate", "--key", str(exported["keys"]), "--format", "json"]
+            remote = CliRunner().invoke(
+                app,
+                [
+                    *base,
+                    "--parquet",
+                    str(exported["parquet"]),
+                    "--engine",
+                    "dask",
+                    "--scheduler",
+                    address,
+                ],
+            )
+            assert remote.exit_code == 0, remote.output
+            local = CliRunner().invoke(app, [*base, "--store", str(exported["store"])])
+            a, b = json.loads(remote.stdout), json.loads(local.stdout)
+            # Three partitions over two single-thread worker processes: one or both ran.
+            assert 1 <= a["workers"] <= 2
+            assert a["groups"] == b["groups"]
+        finally:
+            for proc in reversed(procs):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            for proc in procs:
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
