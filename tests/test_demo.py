@@ -29,7 +29,9 @@ class TestDemo:
         assert result.exit_code == 0, result.output
         assert "collector stopped" in result.output
         assert "CIs cover the simulated truth for" in result.output
-        assert "CI covers the truth for" in result.output  # per-field lines of the tables
+        assert (
+            "drawn interval covers the truth for" in result.output
+        )  # per-field lines of the tables
         report = tmp_path / "demo-report.html"
         assert report.is_file()
         # v2: cli_version, platform (+ its os and arch marginals), command, modules; errors.
