@@ -63,7 +63,8 @@ CSV (``--format csv``): one row per (group, field, value), header row first, col
 analytic standard error; ``ci_low``/``ci_high`` the normal interval ``estimate +- z std``
 clipped to [0, 1]; ``significant`` (``true``/``false``) whether the value's frequency is above
 0 at ``confidence``, Bonferroni-corrected over the field's values (exactly ``interval_low >
-0``); ``support`` how many reports supported the value (an integer, the sum that the engines add up); ``n`` the group's reports.
+0``); ``support`` how many reports supported the value (an integer, the sum that the engines
+add up); ``n`` the group's reports.
 With a truth, two more columns follow: ``truth``, ``covered``. Rejects are not in the CSV (see
 JSON or the table).
 """
