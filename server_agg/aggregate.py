@@ -1325,7 +1325,7 @@ def finalize(
     counts: Counts,
     schemas: Sequence[Schema] | None = None,
     *,
-    consistency: str = "norm-sub",
+    consistency: str = "auto",
     confidence: float = 0.95,
     delta: float | None = DEFAULT_DELTA,
     source: str = "",
@@ -1342,11 +1342,11 @@ def finalize(
     tested against the channel's law and an over-represented pattern's excess is left out of
     that field's estimate, listed in :attr:`FieldResult.trims` (:mod:`server_agg.poisoning`).
     """
-    from ldp.estimate import CONSISTENCY
+    from server_agg.estimation import ANALYZER_CONSISTENCY, estimate_field
 
-    if consistency not in CONSISTENCY:
+    if consistency not in ANALYZER_CONSISTENCY:
         raise AggregateError(
-            f"consistency ({consistency!r}) must be one of {', '.join(CONSISTENCY)}"
+            f"consistency ({consistency!r}) must be one of {', '.join(ANALYZER_CONSISTENCY)}"
         )
     if not 0 < confidence < 1:
         raise AggregateError(f"confidence ({confidence}) must be in (0, 1)")
@@ -1374,8 +1374,8 @@ def finalize(
                     group.patterns[spec.name],
                     labels=spec.domain,
                 )
-            estimate = randomizer.estimate_from_support(
-                support, n_field, consistency=consistency, labels=spec.domain
+            estimate = estimate_field(
+                randomizer, spec.kind, support, n_field, consistency, spec.domain
             )
             cells = tuple(int(x) for x in support)
             results.append(FieldResult(spec, estimate, cells, trims=trims))
@@ -1480,7 +1480,7 @@ def aggregate(
     schemas: Sequence[Schema] | None = None,
     kind: str | None = None,
     period: str | None = None,
-    consistency: str = "norm-sub",
+    consistency: str = "auto",
     confidence: float = 0.95,
     delta: float | None = DEFAULT_DELTA,
     workers: int = 1,

@@ -33,8 +33,9 @@ class Engine(StrEnum):
 
 
 class Consistency(StrEnum):
-    """Post-processing of the unbiased estimates (see ldp.estimate)."""
+    """Post-processing of the unbiased estimates (see ldp.estimate; auto: ldp.consistency)."""
 
+    auto = "auto"
     norm_sub = "norm-sub"
     clip = "clip"
     mle = "mle"
@@ -99,8 +100,12 @@ def aggregate(
         ),
     ] = None,
     consistency: Annotated[
-        Consistency, typer.Option("--consistency", help="Consistency step after debiasing.")
-    ] = Consistency.norm_sub,
+        Consistency,
+        typer.Option(
+            "--consistency",
+            help="Consistency step after debiasing; auto chooses one per field from the data.",
+        ),
+    ] = Consistency.auto,
     confidence: Annotated[
         float, typer.Option("--confidence", help="Confidence level of the intervals.")
     ] = 0.95,

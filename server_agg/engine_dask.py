@@ -167,7 +167,7 @@ def dask_aggregate(
     schemas: Sequence[Schema] | None = None,
     kind: str | None = None,
     period: str | None = None,
-    consistency: str = "norm-sub",
+    consistency: str = "auto",
     confidence: float = 0.95,
     delta: float | None = DEFAULT_DELTA,
     scheduler: str | None = None,

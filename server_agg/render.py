@@ -80,6 +80,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from server_agg.estimation import consistency_note
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
@@ -130,6 +132,8 @@ CSV_COLUMNS: Final = (
     "interval_high",
     "significance_rule",
     "p_top3",
+    "consistency_step",
+    "consistency_note",
 )
 
 #: Known true frequencies (simulations): ``(kind, period, field) -> one number per value``.
@@ -238,6 +242,11 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
                     "epsilon_1": randomizer.epsilon_1,
                     "n": fr.estimate.n,
                     "items": list(_rows(fr, result.confidence, _truth_of(truth, group, fr), ro)),
+                    "consistency": fr.estimate.consistency,
+                    "consistency_note": consistency_note(fr, result.consistency),
+                    "consistency_choice": None
+                    if fr.estimate.choice is None
+                    else fr.estimate.choice.to_dict(),
                     "significance": rule,
                     "ranking": ro.ranking.to_dict(),
                     "screened": [
@@ -328,6 +337,8 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
                     "consistency": result.consistency,
                     "screened": sum(t.excluded for t in fr.trims),
                     "significance_rule": ro.significance.rule,
+                    "consistency_step": fr.estimate.consistency,
+                    "consistency_note": consistency_note(fr, result.consistency),
                     **row,
                 }
                 for key in ("significant", "covered"):
@@ -449,6 +460,7 @@ def table_renderables(
                 )
                 table.caption_justify = "left"
             yield table
+            yield Text(consistency_note(fr, result.consistency))
             yield Text(ro.significance.sentence)
             for line in ranking_lines(ro):
                 yield Text(line)
@@ -766,6 +778,7 @@ def to_html(
                 f'<figure class="chart" data-field="{_e(fr.name)}">'
                 f"<h3>{_e(fr.name)}</h3>{_svg_chart(group, fr, rows, ro)}"
                 f"<figcaption>{_e(caption)}</figcaption>"
+                f'<p class="note consistency">{_e(consistency_note(fr, result.consistency))}</p>'
                 f'<p class="note significance">{_e(ro.significance.sentence)}</p>'
                 f'<ul class="ranking note">'
                 + "".join(f"<li>{_e(line)}</li>" for line in ranking_lines(ro))

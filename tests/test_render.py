@@ -362,3 +362,53 @@ class TestRanking:
         page = to_html(RESULT)
         assert page.count('<ul class="ranking note">') == n_fields
         assert "is used more than" in page
+
+
+class TestConsistencyChoice:
+    """The step each field got, and why, is in every format (auto is the default)."""
+
+    def test_json_names_the_step_and_its_reason(self) -> None:
+        """Categorical fields carry auto's choice; sets say clip; marginals follow platform."""
+        from ldp.consistency import AUTO_CANDIDATES
+
+        doc = to_dict(RESULT)
+        assert doc["consistency"] == "auto"
+        seen = set()
+        for g, group in zip(doc["groups"], RESULT.groups, strict=True):
+            for f, fr in zip(g["fields"], group.fields, strict=True):
+                assert f["consistency"] == fr.estimate.consistency
+                if fr.derived_from is not None:
+                    assert f["consistency"] == group.field(fr.derived_from).estimate.consistency
+                    assert f["consistency_choice"] is None
+                    seen.add("derived")
+                elif fr.spec.kind == "set":
+                    assert f["consistency"] == "clip" and f["consistency_choice"] is None
+                    seen.add("set")
+                else:
+                    choice = f["consistency_choice"]
+                    assert choice["method"] == f["consistency"] in AUTO_CANDIDATES
+                    assert choice["reason"] in f["consistency_note"]
+                    seen.add("auto")
+        assert seen == {"derived", "set", "auto"}
+
+    def test_csv_table_and_html_say_it_per_field(self) -> None:
+        """CSV has the step and note per row; the table and the page one line per field."""
+        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        steps = {(r["period"], r["field"]): r["consistency_step"] for r in rows}
+        for group in RESULT.groups:
+            for fr in group.fields:
+                assert steps[(group.period, fr.name)] == fr.estimate.consistency
+        assert all(r["consistency_note"].startswith("consistency: ") for r in rows)
+        n_fields = len(_fields(RESULT))
+        text = to_table(RESULT, width=200)
+        assert text.count("consistency: ") == n_fields
+        assert text.count("chosen by auto: ") >= 1
+        assert to_html(RESULT).count('<p class="note consistency">consistency: ') == n_fields
+
+    def test_fixed_step_is_named_as_asked(self) -> None:
+        """With a fixed --consistency the line names it and no choice is reported."""
+        fixed = aggregate(MemorySource(SEALED), PRIVATE, delta=None, consistency="norm-sub")
+        doc = to_dict(fixed)
+        fields = [f for g in doc["groups"] for f in g["fields"]]
+        assert all(f["consistency_choice"] is None for f in fields)
+        assert "consistency: norm-sub (--consistency norm-sub)" in to_table(fixed, width=200)
