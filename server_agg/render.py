@@ -25,6 +25,8 @@ JSON (``--format json``), an object::
                               "items": [{"value", "estimate", "ci_low", "ci_high",
                                          "significant", "interval_low", "interval_high",
                                          "p_top3", "raw", "std", "support"}],
+                              "consistency", "consistency_note",
+                              "consistency_choice": ConsistencyChoice.to_dict() | null,
                               "significance": {"rule", "level", "per_value_level", "z",
                                                "sentence"},
                               "ranking": Ranking.to_dict(),
@@ -48,13 +50,15 @@ Bonferroni-adjusted over the field's values, and ``significant`` is exactly ``in
 of being among the field's true top 3 (top d when d < 3); ``ranking`` shows the top 5 with pair
 statements ("build is used more than deploy: 97%"). With a truth, items also have
 ``in_interval`` (whether the shown interval contains it; the table and page count these).
+Each field also names its consistency step (``auto``'s choice differs per field) and why
+(:func:`server_agg.estimation.consistency_note`), in every format.
 
 CSV (``--format csv``): one row per (group, field, value), header row first, columns
 :data:`CSV_COLUMNS` in this order:
 
     kind, period, schema, field, field_type, mechanism, value, estimate, ci_low, ci_high,
     significant, raw, std, support, n, confidence, consistency, screened, interval_low,
-    interval_high, significance_rule, p_top3
+    interval_high, significance_rule, p_top3, consistency_step, consistency_note
 
 (``n`` is the field's: the group's reports less any the poisoning screen left out, which
 ``screened`` counts.)
