@@ -81,6 +81,15 @@ def aggregate(
     period: Annotated[
         str | None, typer.Option("--period", help="Only this ISO week, e.g. 2026-W48.")
     ] = None,
+    weeks: Annotated[
+        int,
+        typer.Option(
+            "--weeks",
+            help="Pool the W ISO weeks ending at --period (default 1: one group per week).",
+            min=1,
+            max=12,
+        ),
+    ] = 1,
     kind: Annotated[
         str | None, typer.Option("--kind", help="Only this report kind (usage, errors).")
     ] = None,
@@ -163,6 +172,7 @@ def aggregate(
                 scheduler=scheduler,
                 workers=workers or 2,
                 screen=screen,
+                weeks=weeks,
             )
         else:
             private = load_private(key)
@@ -181,6 +191,7 @@ def aggregate(
                 workers=workers,
                 progress=None,
                 screen=screen,
+                weeks=weeks,
             )
     except (AggregateError, KeyFileError, LdpError) as exc:
         _fail(str(exc))

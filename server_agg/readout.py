@@ -60,15 +60,20 @@ class FieldReadout:
 
 
 def field_covariance(group: GroupResult, fr: FieldResult) -> FloatArray:
-    """The exact covariance of ``fr``'s unbiased estimate, at its clipped raw estimate.
+    """The exact covariance of ``fr``'s unbiased estimate, at its clipped raw estimate (pooled
+    over ``fr.weeks`` weeks with pair share ``fr.share`` for ``aggregate --weeks``).
 
     A marginal derived from the platform field (``fr.derived_from``) sums platform cells, so its
     covariance is ``A C A^T`` with C the platform's and A the cell-membership matrix.
     """
     if fr.derived_from is None:
-        return estimate_covariance(fr.estimate, fr.spec.randomizer())
+        return estimate_covariance(
+            fr.estimate, fr.spec.randomizer(), weeks=fr.weeks, share=fr.share
+        )
     source = group.field(fr.derived_from)
-    cells = estimate_covariance(source.estimate, source.spec.randomizer())
+    cells = estimate_covariance(
+        source.estimate, source.spec.randomizer(), weeks=source.weeks, share=source.share
+    )
     members = groups_of(source.spec.domain, _PARTS[fr.name])
     a = np.zeros((len(members), source.spec.d))
     for row, idx in enumerate(members.values()):

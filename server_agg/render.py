@@ -15,6 +15,7 @@ JSON (``--format json``), an object::
     source        what was read                engine   "local" | "dask"; workers; seconds
     filters       {"kind": ..., "period": ...} (only those given)
     confidence    level of every CI            consistency  the consistency step
+    window        {"weeks", "sentence"}, with --weeks also "periods", "label"
     delta         delta of the central epsilon (null when not computed)
     reports       {"read", "accepted", "excluded", "rejected", "rejects": {reason: count}}
     groups        one per (kind, period, schema): {"schema", "kind", "period", "n",
@@ -58,7 +59,7 @@ CSV (``--format csv``): one row per (group, field, value), header row first, col
 
     kind, period, schema, field, field_type, mechanism, value, estimate, ci_low, ci_high,
     significant, raw, std, support, n, confidence, consistency, screened, interval_low,
-    interval_high, significance_rule, p_top3, consistency_step, consistency_note
+    interval_high, significance_rule, p_top3, consistency_step, consistency_note, weeks
 
 (``n`` is the field's: the group's reports less any the poisoning screen left out, which
 ``screened`` counts.)
@@ -138,6 +139,7 @@ CSV_COLUMNS: Final = (
     "p_top3",
     "consistency_step",
     "consistency_note",
+    "weeks",
 )
 
 #: Known true frequencies (simulations): ``(kind, period, field) -> one number per value``.
@@ -157,6 +159,13 @@ def _truth_of(truth: Truth | None, group: GroupResult, fr: FieldResult) -> list[
             f"the field has {fr.estimate.d}"
         )
     return values
+
+
+def window_sentence(result: AggregateResult) -> str:
+    """Which weeks the estimates are over, in one line (every format says it)."""
+    if result.window is None:
+        return "window: one ISO week per group (aggregate --weeks W pools W weeks)"
+    return result.window.sentence
 
 
 def _readouts(result: AggregateResult) -> dict[int, FieldReadout]:
@@ -299,6 +308,9 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
         "filters": dict(result.filters),
         "confidence": result.confidence,
         "consistency": result.consistency,
+        "window": {"weeks": 1, "sentence": window_sentence(result)}
+        if result.window is None
+        else result.window.to_dict(),
         "delta": result.delta,
         "reports": {
             "read": result.read,
@@ -342,6 +354,7 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
                     "screened": sum(t.excluded for t in fr.trims),
                     "significance_rule": ro.significance.rule,
                     "consistency_step": fr.estimate.consistency,
+                    "weeks": fr.weeks,
                     "consistency_note": consistency_note(fr, result.consistency),
                     **row,
                 }
@@ -406,6 +419,7 @@ def table_renderables(
         f"filters, {result.rejected} rejected ({rejects}); {result.consistency} consistency, "
         f"{100 * level:g}% confidence (Bonferroni-adjusted over each field's values)"
     )
+    yield Text(window_sentence(result))
     readouts = _readouts(result)
     if not result.groups:
         yield Text("no valid reports: nothing to estimate", style="bold")
@@ -681,6 +695,8 @@ def to_html(
         "Bonferroni-adjusted over each field's values, and a bar is dark exactly when its "
         "whisker lies above 0 (each field says how).</p>",
     ]
+    window = window_sentence(result)
+    out.append(f'<p class="meta window">{_e(window[:1].upper() + window[1:])}.</p>')
     if result.filters:
         shown = ", ".join(f"{k} = {v}" for k, v in result.filters.items())
         out.append(f'<p class="meta">Filters: {_e(shown)}</p>')

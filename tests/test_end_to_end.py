@@ -117,6 +117,13 @@ class TestThroughCollector:
         named = runner.invoke(app, [*base, "--format", "json", "--kind", "usage", *AUTO])
         assert named.exit_code == 0, named.output
         assert json.loads(named.stdout)["groups"] == doc["groups"]
+        # --weeks pools the weeks ending at --period (here only PERIOD has reports).
+        pooled = runner.invoke(app, [*base, "--format", "json", "--weeks", "2", "--period", PERIOD])
+        assert pooled.exit_code == 0, pooled.output
+        window = json.loads(pooled.stdout)["window"]
+        assert window["weeks"] == 2 and window["periods"][-1] == PERIOD
+        alone = runner.invoke(app, [*base, "--weeks", "2"])
+        assert alone.exit_code == 1 and "needs period" in alone.output
 
         csv_out = runner.invoke(app, [*base, "--format", "csv", "--period", PERIOD])
         assert csv_out.exit_code == 0, csv_out.output
