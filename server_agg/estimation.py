@@ -68,7 +68,7 @@ def consistency_note(fr: FieldResult, option: str) -> str:
     """One line: the step this field's estimate got under ``--consistency option``, and why."""
     est = fr.estimate
     if est.choice is not None:
-        return f"consistency: {est.consistency}, chosen by auto: {est.choice.reason}"
+        return f"consistency: {est.choice.reason}"  # "auto chose em-300: smallest ..."
     if fr.derived_from is not None:
         return (
             f"consistency: {est.consistency}, as the {fr.derived_from} field it sums "

@@ -224,10 +224,11 @@ def ranking_lines(ro: FieldReadout) -> list[str]:
 
 
 def _chance(p: float) -> str:
+    """A probability worded as ldp.rankings' statements word it (never "100%" or "0%")."""
     if p >= 0.995:
-        return ">99%"
+        return "over 99%"
     if p < 0.005:
-        return "<1%"
+        return "under 1%"
     return f"{p:.0%}"
 
 

@@ -402,7 +402,7 @@ class TestConsistencyChoice:
         n_fields = len(_fields(RESULT))
         text = to_table(RESULT, width=200)
         assert text.count("consistency: ") == n_fields
-        assert text.count("chosen by auto: ") >= 1
+        assert text.count("consistency: auto chose ") >= 1
         assert to_html(RESULT).count('<p class="note consistency">consistency: ') == n_fields
 
     def test_fixed_step_is_named_as_asked(self) -> None:
