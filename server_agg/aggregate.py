@@ -70,6 +70,7 @@ if TYPE_CHECKING:
 
     from ldp.amplification import CentralEpsilon
     from ldp.estimate import FrequencyEstimate
+    from server_agg.weeks import Window
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -1216,6 +1217,10 @@ class FieldResult:
     trims: tuple[PatternTrim, ...] = ()
     #: For a marginal derived from another field (v2's os and arch): that field's name.
     derived_from: str | None = None
+    #: Weeks pooled into the estimate (``aggregate --weeks``) and their epoch pair share
+    #: (:func:`ldp.estimate.epoch_pair_share`), which fix its covariance.
+    weeks: int = 1
+    share: float = 0.0
 
     @property
     def name(self) -> str:
@@ -1276,6 +1281,9 @@ class AggregateResult:
     workers: int = 1
     seconds: float = 0.0
     filters: Mapping[str, str] = field(default_factory=dict)
+    #: The weeks pooled (``aggregate --weeks W``, :mod:`server_agg.weeks`); ``None``: one
+    #: group per ISO week.
+    window: Window | None = None
 
     @property
     def accepted(self) -> int:
@@ -1325,7 +1333,7 @@ def finalize(
     counts: Counts,
     schemas: Sequence[Schema] | None = None,
     *,
-    consistency: str = "norm-sub",
+    consistency: str = "auto",
     confidence: float = 0.95,
     delta: float | None = DEFAULT_DELTA,
     source: str = "",
@@ -1342,11 +1350,11 @@ def finalize(
     tested against the channel's law and an over-represented pattern's excess is left out of
     that field's estimate, listed in :attr:`FieldResult.trims` (:mod:`server_agg.poisoning`).
     """
-    from ldp.estimate import CONSISTENCY
+    from server_agg.estimation import ANALYZER_CONSISTENCY, estimate_field
 
-    if consistency not in CONSISTENCY:
+    if consistency not in ANALYZER_CONSISTENCY:
         raise AggregateError(
-            f"consistency ({consistency!r}) must be one of {', '.join(CONSISTENCY)}"
+            f"consistency ({consistency!r}) must be one of {', '.join(ANALYZER_CONSISTENCY)}"
         )
     if not 0 < confidence < 1:
         raise AggregateError(f"confidence ({confidence}) must be in (0, 1)")
@@ -1374,8 +1382,8 @@ def finalize(
                     group.patterns[spec.name],
                     labels=spec.domain,
                 )
-            estimate = randomizer.estimate_from_support(
-                support, n_field, consistency=consistency, labels=spec.domain
+            estimate = estimate_field(
+                randomizer, spec.kind, support, n_field, consistency, spec.domain
             )
             cells = tuple(int(x) for x in support)
             results.append(FieldResult(spec, estimate, cells, trims=trims))
@@ -1408,6 +1416,45 @@ def finalize(
         workers=workers,
         seconds=seconds,
         filters=dict(filters or {}),
+    )
+
+
+def check_weeks(weeks: int, period: str | None) -> None:
+    """Refuse a window length out of range, or a window without the week it ends at."""
+    from server_agg.weeks import MAX_WEEKS
+
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or not 1 <= weeks <= MAX_WEEKS:
+        raise AggregateError(f"weeks ({weeks!r}) must be an integer in [1, {MAX_WEEKS}]")
+    if weeks > 1 and period is None:
+        raise AggregateError(f"weeks ({weeks}) needs period: the ISO week the window ends at")
+
+
+def finish(
+    counts: Counts,
+    schemas: Sequence[Schema] | None,
+    *,
+    period: str | None,
+    weeks: int,
+    consistency: str,
+    confidence: float,
+    **options: Any,
+) -> AggregateResult:
+    """:func:`finalize`, or with ``weeks > 1`` its pooled form over the window ending at
+    ``period`` (:func:`server_agg.weeks.finalize_weeks`)."""
+    check_weeks(weeks, period)
+    if weeks == 1:
+        return finalize(counts, schemas, consistency=consistency, confidence=confidence, **options)
+    from server_agg.weeks import finalize_weeks
+
+    assert period is not None  # check_weeks refused a window without its end (narrows type)
+    return finalize_weeks(
+        counts,
+        schemas,
+        period=period,
+        weeks=weeks,
+        consistency=consistency,
+        confidence=confidence,
+        **options,
     )
 
 
@@ -1480,7 +1527,7 @@ def aggregate(
     schemas: Sequence[Schema] | None = None,
     kind: str | None = None,
     period: str | None = None,
-    consistency: str = "norm-sub",
+    consistency: str = "auto",
     confidence: float = 0.95,
     delta: float | None = DEFAULT_DELTA,
     workers: int = 1,
@@ -1488,13 +1535,16 @@ def aggregate(
     progress: bool | None = False,
     today: date | None = None,
     screen: bool = True,
+    weeks: int = 1,
 ) -> AggregateResult:
     """Run the local engine end to end; ``progress=None`` shows a bar only on a terminal.
 
     Reports dated outside [their schema's release, the week after ``today``'s] are rejected
-    as ``implausible_period`` (``today``: UTC today when ``None``).
+    as ``implausible_period`` (``today``: UTC today when ``None``). ``weeks > 1`` pools the
+    ``weeks`` ISO weeks ending at ``period`` (:mod:`server_agg.weeks`).
     """
     check_filters(kind, period, schemas)
+    check_weeks(weeks, period)
     window = plausible_periods(schema_map(schemas).values(), today)
     started = time.perf_counter()
     total = source.total() if progress is not False else None
@@ -1504,16 +1554,18 @@ def aggregate(
             private_key,
             schemas,
             kind=kind,
-            period=period,
+            period=period if weeks == 1 else None,
             workers=workers,
             chunk_size=chunk_size,
             on_progress=bar.advance,
             window=window,
         )
     filters = {k: v for k, v in (("kind", kind), ("period", period)) if v is not None}
-    return finalize(
+    return finish(
         counts,
         schemas,
+        period=period,
+        weeks=weeks,
         consistency=consistency,
         confidence=confidence,
         delta=delta,

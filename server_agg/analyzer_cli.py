@@ -33,8 +33,9 @@ class Engine(StrEnum):
 
 
 class Consistency(StrEnum):
-    """Post-processing of the unbiased estimates (see ldp.estimate)."""
+    """Post-processing of the unbiased estimates (see ldp.estimate; auto: ldp.consistency)."""
 
+    auto = "auto"
     norm_sub = "norm-sub"
     clip = "clip"
     mle = "mle"
@@ -80,6 +81,15 @@ def aggregate(
     period: Annotated[
         str | None, typer.Option("--period", help="Only this ISO week, e.g. 2026-W48.")
     ] = None,
+    weeks: Annotated[
+        int,
+        typer.Option(
+            "--weeks",
+            help="Pool the W ISO weeks ending at --period (default 1: one group per week).",
+            min=1,
+            max=12,
+        ),
+    ] = 1,
     kind: Annotated[
         str | None, typer.Option("--kind", help="Only this report kind (usage, errors).")
     ] = None,
@@ -99,8 +109,12 @@ def aggregate(
         ),
     ] = None,
     consistency: Annotated[
-        Consistency, typer.Option("--consistency", help="Consistency step after debiasing.")
-    ] = Consistency.norm_sub,
+        Consistency,
+        typer.Option(
+            "--consistency",
+            help="Consistency step after debiasing; auto chooses one per field from the data.",
+        ),
+    ] = Consistency.auto,
     confidence: Annotated[
         float, typer.Option("--confidence", help="Confidence level of the intervals.")
     ] = 0.95,
@@ -158,6 +172,7 @@ def aggregate(
                 scheduler=scheduler,
                 workers=workers or 2,
                 screen=screen,
+                weeks=weeks,
             )
         else:
             private = load_private(key)
@@ -176,6 +191,7 @@ def aggregate(
                 workers=workers,
                 progress=None,
                 screen=screen,
+                weeks=weeks,
             )
     except (AggregateError, KeyFileError, LdpError) as exc:
         _fail(str(exc))

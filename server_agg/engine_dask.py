@@ -27,8 +27,9 @@ from server_agg.aggregate import (
     AggregateResult,
     Counts,
     check_filters,
+    check_weeks,
     count_ciphertexts,
-    finalize,
+    finish,
     parquet_files,
     schema_map,
 )
@@ -167,7 +168,7 @@ def dask_aggregate(
     schemas: Sequence[Schema] | None = None,
     kind: str | None = None,
     period: str | None = None,
-    consistency: str = "norm-sub",
+    consistency: str = "auto",
     confidence: float = 0.95,
     delta: float | None = DEFAULT_DELTA,
     scheduler: str | None = None,
@@ -176,12 +177,15 @@ def dask_aggregate(
     client: Any = None,
     today: date | None = None,
     screen: bool = True,
+    weeks: int = 1,
 ) -> AggregateResult:
     """The Dask engine end to end: count on the cluster, then estimate here.
 
-    Periods are judged as by :func:`server_agg.aggregate.aggregate` (``today``: UTC today).
+    Periods and ``weeks`` are as in :func:`server_agg.aggregate.aggregate` (``today``: UTC
+    today).
     """
     check_filters(kind, period, schemas)
+    check_weeks(weeks, period)
     window = plausible_periods(schema_map(schemas).values(), today)
     from server_agg.keys import PRIVATE_NAME
 
@@ -197,7 +201,7 @@ def dask_aggregate(
         key_path,
         schemas,
         kind=kind,
-        period=period,
+        period=period if weeks == 1 else None,
         client=client,
         scheduler=scheduler,
         workers=workers,
@@ -206,9 +210,11 @@ def dask_aggregate(
         ran_on=ran_on,
     )
     filters = {k: v for k, v in (("kind", kind), ("period", period)) if v is not None}
-    return finalize(
+    return finish(
         counts,
         schemas,
+        period=period,
+        weeks=weeks,
         consistency=consistency,
         confidence=confidence,
         delta=delta,

@@ -15,6 +15,7 @@ JSON (``--format json``), an object::
     source        what was read                engine   "local" | "dask"; workers; seconds
     filters       {"kind": ..., "period": ...} (only those given)
     confidence    level of every CI            consistency  the consistency step
+    window        {"weeks", "sentence"}, with --weeks also "periods", "label"
     delta         delta of the central epsilon (null when not computed)
     reports       {"read", "accepted", "excluded", "rejected", "rejects": {reason: count}}
     groups        one per (kind, period, schema): {"schema", "kind", "period", "n",
@@ -23,7 +24,13 @@ JSON (``--format json``), an object::
                                           "assumption"} | null},
                   "fields": [{"name", "type", "mechanism", "epsilon_perm", "epsilon_1", "n",
                               "items": [{"value", "estimate", "ci_low", "ci_high",
-                                         "significant", "raw", "std", "support"}],
+                                         "significant", "interval_low", "interval_high",
+                                         "p_top3", "raw", "std", "support"}],
+                              "consistency", "consistency_note",
+                              "consistency_choice": ConsistencyChoice.to_dict() | null,
+                              "significance": {"rule", "level", "per_value_level", "z",
+                                               "sentence"},
+                              "ranking": Ranking.to_dict(),
                               "screened": [{"pattern", "count", "limit", "excluded"}]}]}
 
 ``read`` counts every stored item; ``accepted`` the reports in some estimate; ``excluded`` the
@@ -34,11 +41,25 @@ report patterns the poisoning screen found over-represented (:mod:`server_agg.po
 ``excluded`` excess of each is left out of that field's estimate (and ``n``); every format
 says so.
 
+Significance and the picture (:mod:`server_agg.readout`, :mod:`ldp.significance`): the interval
+*shown* for a value (``interval_low``/``interval_high``; the table's interval column, the
+page's whisker) is the one the significance test uses, around the unbiased estimate and
+Bonferroni-adjusted over the field's values, and ``significant`` is exactly ``interval_low >
+0``; the field's ``significance.sentence`` says so in the table and the page. ``ci_low`` and
+``ci_high`` keep their meaning (around ``estimate``, unadjusted). Rankings
+(:mod:`ldp.rankings`, exact covariance, seeded draws): ``p_top3`` is each value's probability
+of being among the field's true top 3 (top d when d < 3); ``ranking`` shows the top 5 with pair
+statements ("build is used more than deploy: 97%"). With a truth, items also have
+``in_interval`` (whether the shown interval contains it; the table and page count these).
+Each field also names its consistency step (``auto``'s choice differs per field) and why
+(:func:`server_agg.estimation.consistency_note`), in every format.
+
 CSV (``--format csv``): one row per (group, field, value), header row first, columns
 :data:`CSV_COLUMNS` in this order:
 
     kind, period, schema, field, field_type, mechanism, value, estimate, ci_low, ci_high,
-    significant, raw, std, support, n, confidence, consistency, screened
+    significant, raw, std, support, n, confidence, consistency, screened, interval_low,
+    interval_high, significance_rule, p_top3, consistency_step, consistency_note, weeks
 
 (``n`` is the field's: the group's reports less any the poisoning screen left out, which
 ``screened`` counts.)
@@ -46,8 +67,9 @@ CSV (``--format csv``): one row per (group, field, value), header row first, col
 ``estimate`` is after the consistency step; ``raw`` the unbiased estimate before it; ``std`` its
 analytic standard error; ``ci_low``/``ci_high`` the normal interval ``estimate +- z std``
 clipped to [0, 1]; ``significant`` (``true``/``false``) whether the value's frequency is above
-0 at ``confidence``, Bonferroni-corrected over the field's values; ``support`` how many reports
-supported the value (an integer, the sum that the engines add up); ``n`` the group's reports.
+0 at ``confidence``, Bonferroni-corrected over the field's values (exactly ``interval_low >
+0``); ``support`` how many reports supported the value (an integer, the sum that the engines
+add up); ``n`` the group's reports.
 With a truth, two more columns follow: ``truth``, ``covered``. Rejects are not in the CSV (see
 JSON or the table).
 """
@@ -63,10 +85,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from server_agg.estimation import consistency_note
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
     from server_agg.aggregate import AggregateResult, FieldResult, GroupResult
+    from server_agg.readout import FieldReadout
 
 __all__ = [
     "CENTRAL_ASSUMPTION",
@@ -108,6 +133,13 @@ CSV_COLUMNS: Final = (
     "confidence",
     "consistency",
     "screened",
+    "interval_low",
+    "interval_high",
+    "significance_rule",
+    "p_top3",
+    "consistency_step",
+    "consistency_note",
+    "weeks",
 )
 
 #: Known true frequencies (simulations): ``(kind, period, field) -> one number per value``.
@@ -129,18 +161,42 @@ def _truth_of(truth: Truth | None, group: GroupResult, fr: FieldResult) -> list[
     return values
 
 
-def _rows(fr: FieldResult, level: float, truth: list[float] | None) -> Iterator[dict[str, Any]]:
+def window_sentence(result: AggregateResult) -> str:
+    """Which weeks the estimates are over, in one line (every format says it)."""
+    if result.window is None:
+        return "window: one ISO week per group (aggregate --weeks W pools W weeks)"
+    return result.window.sentence
+
+
+def _readouts(result: AggregateResult) -> dict[int, FieldReadout]:
+    """Every field's significance and ranking, computed once per rendering (by ``id``)."""
+    from server_agg.readout import readout
+
+    return {
+        id(fr): readout(group, fr, result.confidence)
+        for group in result.groups
+        for fr in group.fields
+    }
+
+
+def _rows(
+    fr: FieldResult, level: float, truth: list[float] | None, ro: FieldReadout
+) -> Iterator[dict[str, Any]]:
     """One dict per value of a field, with everything every format shows."""
     est = fr.estimate
     low, high = est.ci(level)
-    sig = est.significant(level)
+    sig = ro.significance
     for i, value in enumerate(fr.spec.domain):
         row: dict[str, Any] = {
             "value": value,
             "estimate": float(est.freq[i]),
             "ci_low": float(low[i]),
             "ci_high": float(high[i]),
-            "significant": bool(sig[i]),
+            # The verdict is the drawn interval's: significant <=> interval_low > 0.
+            "significant": bool(sig.significant[i]),
+            "interval_low": float(sig.low[i]),
+            "interval_high": float(sig.high[i]),
+            "p_top3": float(ro.p_top[i]),
             "raw": float(est.raw[i]),
             "std": float(est.std[i]),
             "support": int(fr.support[i]),
@@ -148,7 +204,32 @@ def _rows(fr: FieldResult, level: float, truth: list[float] | None) -> Iterator[
         if truth is not None:
             row["truth"] = truth[i]
             row["covered"] = bool(low[i] <= truth[i] <= high[i])
+            row["in_interval"] = bool(sig.low[i] <= truth[i] <= sig.high[i])
         yield row
+
+
+def ranking_lines(ro: FieldReadout) -> list[str]:
+    """Two lines: each shown value's chance of being in the top k, then the neighbour pairs."""
+    ranking = ro.ranking
+    statements = ranking.statements()
+    shown = len(ranking.order)
+    tops = ", ".join(
+        f"{ranking.labels[v]} {_chance(float(p))}"
+        for v, p in zip(ranking.order, ranking.top_k, strict=True)
+    )
+    lines = [f"in the top {ranking.k} (probability): {tops}"]
+    if statements[shown:]:
+        lines.append("; ".join(statements[shown:]))
+    return lines
+
+
+def _chance(p: float) -> str:
+    """A probability worded as ldp.rankings' statements word it (never "100%" or "0%")."""
+    if p >= 0.995:
+        return "over 99%"
+    if p < 0.005:
+        return "under 1%"
+    return f"{p:.0%}"
 
 
 # --------------------------------------------------------------------------- JSON, CSV
@@ -156,12 +237,16 @@ def _rows(fr: FieldResult, level: float, truth: list[float] | None) -> Iterator[
 
 def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, Any]:
     """The JSON document described in the module docstring, as plain Python values."""
+    readouts = _readouts(result)
     groups = []
     for group in result.groups:
         central = group.privacy.central
         fields = []
         for fr in group.fields:
             randomizer = fr.spec.randomizer()
+            ro = readouts[id(fr)]
+            rule = ro.significance.to_dict()
+            del rule["items"]  # the same intervals are in every item
             fields.append(
                 {
                     "name": fr.name,
@@ -170,7 +255,14 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
                     "epsilon_perm": randomizer.epsilon_perm,
                     "epsilon_1": randomizer.epsilon_1,
                     "n": fr.estimate.n,
-                    "items": list(_rows(fr, result.confidence, _truth_of(truth, group, fr))),
+                    "items": list(_rows(fr, result.confidence, _truth_of(truth, group, fr), ro)),
+                    "consistency": fr.estimate.consistency,
+                    "consistency_note": consistency_note(fr, result.consistency),
+                    "consistency_choice": None
+                    if fr.estimate.choice is None
+                    else fr.estimate.choice.to_dict(),
+                    "significance": rule,
+                    "ranking": ro.ranking.to_dict(),
                     "screened": [
                         {
                             "pattern": list(t.pattern),
@@ -217,6 +309,9 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
         "filters": dict(result.filters),
         "confidence": result.confidence,
         "consistency": result.consistency,
+        "window": {"weeks": 1, "sentence": window_sentence(result)}
+        if result.window is None
+        else result.window.to_dict(),
         "delta": result.delta,
         "reports": {
             "read": result.read,
@@ -240,10 +335,13 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
     columns = list(CSV_COLUMNS) + (["truth", "covered"] if truth is not None else [])
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
+    readouts = _readouts(result)
     for group in result.groups:
         for fr in group.fields:
             mechanism = fr.spec.randomizer().mechanism
-            for row in _rows(fr, result.confidence, _truth_of(truth, group, fr)):
+            ro = readouts[id(fr)]
+            rows = _rows(fr, result.confidence, _truth_of(truth, group, fr), ro)
+            for row in rows:
                 record = {
                     "kind": group.kind,
                     "period": group.period,
@@ -255,12 +353,26 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
                     "confidence": result.confidence,
                     "consistency": result.consistency,
                     "screened": sum(t.excluded for t in fr.trims),
+                    "significance_rule": ro.significance.rule,
+                    "consistency_step": fr.estimate.consistency,
+                    "weeks": fr.weeks,
+                    "consistency_note": consistency_note(fr, result.consistency),
                     **row,
                 }
                 for key in ("significant", "covered"):
                     if key in record:
                         record[key] = "true" if record[key] else "false"
-                for key in ("estimate", "ci_low", "ci_high", "raw", "std", "truth"):
+                for key in (
+                    "estimate",
+                    "ci_low",
+                    "ci_high",
+                    "interval_low",
+                    "interval_high",
+                    "p_top3",
+                    "raw",
+                    "std",
+                    "truth",
+                ):
                     if key in record:
                         record[key] = f"{record[key]:.6g}"
                 writer.writerow(record)
@@ -283,6 +395,17 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def _bound(x: float) -> str:
+    """An interval end: like :func:`_pct`, but a positive end never prints as "0.0%" (a
+    significant value's interval must visibly start above 0)."""
+    text = _pct(x)
+    return f"{100 * x:.1g}%" if x > 0 and text == "0.0%" else text
+
+
+def _interval(row: Mapping[str, Any]) -> str:
+    return f"[{_bound(row['interval_low'])}, {_bound(row['interval_high'])}]"
+
+
 def table_renderables(
     result: AggregateResult, truth: Truth | None = None
 ) -> Iterator[RenderableType]:
@@ -295,8 +418,10 @@ def table_renderables(
     yield Text(
         f"{result.read} reports read, {result.accepted} used, {result.excluded} excluded by "
         f"filters, {result.rejected} rejected ({rejects}); {result.consistency} consistency, "
-        f"{100 * level:g}% CIs"
+        f"{100 * level:g}% confidence (Bonferroni-adjusted over each field's values)"
     )
+    yield Text(window_sentence(result))
+    readouts = _readouts(result)
     if not result.groups:
         yield Text("no valid reports: nothing to estimate", style="bold")
         if result.read and result.rejects.get("decrypt") == result.read:
@@ -327,30 +452,37 @@ def table_renderables(
                 f"ε₁ {randomizer.epsilon_1:.3g}, ε∞ {randomizer.epsilon_perm:.3g})"
             )
             yield Text(title, style="bold")
+            ro = readouts[id(fr)]
             table = Table(expand=False)
             table.add_column("value")
             table.add_column("estimate", justify="right")
-            table.add_column(f"{100 * level:g}% CI", justify="right")
+            table.add_column(f"interval ({ro.significance.per_value_level:.2%})", justify="right")
             table.add_column("significant", justify="center")
             if field_truth is not None:
                 table.add_column("truth", justify="right")
-                table.add_column("in CI", justify="center")
+                table.add_column("in interval", justify="center")
             covered = 0
-            for row in _rows(fr, level, field_truth):
+            for row in _rows(fr, level, field_truth, ro):
                 cells = [
                     row["value"],
                     _pct(row["estimate"]),
-                    f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}]",
+                    _interval(row),
                     "yes" if row["significant"] else "",
                 ]
                 if field_truth is not None:
-                    covered += row["covered"]
-                    cells += [_pct(row["truth"]), "yes" if row["covered"] else "NO"]
+                    covered += row["in_interval"]
+                    cells += [_pct(row["truth"]), "yes" if row["in_interval"] else "NO"]
                 table.add_row(*cells)
             if field_truth is not None:
-                table.caption = f"CI covers the truth for {covered}/{fr.estimate.d} values"
+                table.caption = (
+                    f"drawn interval covers the truth for {covered}/{fr.estimate.d} values"
+                )
                 table.caption_justify = "left"
             yield table
+            yield Text(consistency_note(fr, result.consistency))
+            yield Text(ro.significance.sentence)
+            for line in ranking_lines(ro):
+                yield Text(line)
             for note in screen_notes(fr):
                 yield Text(note, style="bold yellow")
 
@@ -425,14 +557,18 @@ def _axis(values: Sequence[float]) -> tuple[float, int]:
     return 1.0, 5
 
 
-def _svg_chart(group: GroupResult, fr: FieldResult, level: float, truth: list[float] | None) -> str:
-    """Horizontal bars (estimate) with CI whiskers, one row per value; truth as a red diamond."""
-    rows = list(_rows(fr, level, truth))
+def _svg_chart(
+    group: GroupResult, fr: FieldResult, rows: list[dict[str, Any]], ro: FieldReadout
+) -> str:
+    """Horizontal bars (estimate) with the significance intervals as whiskers, one row per
+    value (dark exactly when the whisker's low end is above 0); truth as a red diamond."""
+    truth = [r["truth"] for r in rows] if rows and "truth" in rows[0] else None
+    drawn = f"{ro.significance.per_value_level:.2%}"
     label_w, value_w, row_h, top, bottom = 118, 190, 24, 22, 26
     plot_w = 420
     width = label_w + plot_w + value_w
     height = top + row_h * len(rows) + bottom
-    xmax, ticks = _axis([r["ci_high"] for r in rows] + (list(truth) if truth else []))
+    xmax, ticks = _axis([r["interval_high"] for r in rows] + (list(truth) if truth else []))
 
     def x(v: float) -> float:
         return label_w + plot_w * min(max(v, 0.0), xmax) / xmax
@@ -442,7 +578,7 @@ def _svg_chart(group: GroupResult, fr: FieldResult, level: float, truth: list[fl
         f'width="{width}" height="{height}" role="img" class="field-chart" '
         f'data-field="{_e(fr.name)}" data-kind="{_e(group.kind)}" '
         f'data-period="{_e(group.period)}" '
-        f'aria-label="{_e(f"{fr.name}: estimated frequencies with {100 * level:g}% CIs")}">',
+        f'aria-label="{_e(f"{fr.name}: estimated frequencies with {drawn} intervals")}">',
         f"<title>{_e(fr.name)} ({_e(group.kind)}, {_e(group.period)})</title>",
     ]
     for t in range(ticks + 1):
@@ -459,11 +595,15 @@ def _svg_chart(group: GroupResult, fr: FieldResult, level: float, truth: list[fl
     for i, row in enumerate(rows):
         cy = top + row_h * i + row_h / 2
         x0, xe = x(0.0), x(row["estimate"])
-        xl, xh = x(row["ci_low"]), x(row["ci_high"])
+        xl, xh = x(row["interval_low"]), x(row["interval_high"])
+        if row["significant"]:
+            # Its low end is above 0, however little: draw it visibly off the axis.
+            xl = max(xl, x0 + 1.0)
+            xh = max(xh, xl)
         weak = "" if row["significant"] else " weak"
         tip = (
-            f"{row['value']}: {_pct(row['estimate'])}, {100 * level:g}% CI "
-            f"[{_pct(row['ci_low'])}, {_pct(row['ci_high'])}], support {row['support']}"
+            f"{row['value']}: {_pct(row['estimate'])}, {drawn} interval {_interval(row)}, "
+            f"P(top {ro.ranking.k}) {_chance(row['p_top3'])}, support {row['support']}"
         )
         if truth is not None:
             tip += f", truth {_pct(row['truth'])}"
@@ -492,7 +632,7 @@ def _svg_chart(group: GroupResult, fr: FieldResult, level: float, truth: list[fl
         parts.append(
             f'<text class="label" x="{label_w + plot_w + 10}" y="{cy + 4:.1f}">'
             f"{_e(_pct(row['estimate']))} "
-            f'<tspan class="tick">[{_e(_pct(row["ci_low"]))}, {_e(_pct(row["ci_high"]))}]'
+            f'<tspan class="tick">{_e(_interval(row))}'
             "</tspan></text>"
         )
         parts.append("</g>")
@@ -500,22 +640,23 @@ def _svg_chart(group: GroupResult, fr: FieldResult, level: float, truth: list[fl
     return "".join(parts)
 
 
-def _html_field_table(rows: list[dict[str, Any]], level: float, with_truth: bool) -> str:
+def _html_field_table(rows: list[dict[str, Any]], ro: FieldReadout, with_truth: bool) -> str:
     head = (
         "<tr><th>value</th><th>estimate</th>"
-        f"<th>{100 * level:g}% CI</th><th>significant</th><th>raw</th><th>std</th>"
-        "<th>support</th>" + ("<th>truth</th><th>in CI</th>" if with_truth else "") + "</tr>"
+        f"<th>interval ({ro.significance.per_value_level:.2%})</th><th>significant</th>"
+        f"<th>P(top {ro.ranking.k})</th><th>raw</th><th>std</th>"
+        "<th>support</th>" + ("<th>truth</th><th>in interval</th>" if with_truth else "") + "</tr>"
     )
     body = []
     for r in rows:
         cells = (
             f"<td>{_e(r['value'])}</td><td>{_pct(r['estimate'])}</td>"
-            f"<td>[{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]</td>"
-            f"<td>{'yes' if r['significant'] else ''}</td><td>{r['raw']:.4f}</td>"
-            f"<td>{r['std']:.4f}</td><td>{r['support']}</td>"
+            f"<td>{_e(_interval(r))}</td>"
+            f"<td>{'yes' if r['significant'] else ''}</td><td>{_chance(r['p_top3'])}</td>"
+            f"<td>{r['raw']:.4f}</td><td>{r['std']:.4f}</td><td>{r['support']}</td>"
         )
         if with_truth:
-            cells += f"<td>{_pct(r['truth'])}</td><td>{'yes' if r['covered'] else 'NO'}</td>"
+            cells += f"<td>{_pct(r['truth'])}</td><td>{'yes' if r['in_interval'] else 'NO'}</td>"
         body.append(f"<tr>{cells}</tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
@@ -551,8 +692,12 @@ def to_html(
         f"by the {_e(result.engine)} engine ({result.workers} worker"
         f"{'s' if result.workers != 1 else ''}, {result.seconds:.1f} s). "
         f"Estimates after the {_e(result.consistency)} consistency step; whiskers are "
-        f"{100 * level:g}% confidence intervals.</p>",
+        f"{100 * level:g}% confidence intervals around the unbiased estimate, "
+        "Bonferroni-adjusted over each field's values, and a bar is dark exactly when its "
+        "whisker lies above 0 (each field says how).</p>",
     ]
+    window = window_sentence(result)
+    out.append(f'<p class="meta window">{_e(window[:1].upper() + window[1:])}.</p>')
     if result.filters:
         shown = ", ".join(f"{k} = {v}" for k, v in result.filters.items())
         out.append(f'<p class="meta">Filters: {_e(shown)}</p>')
@@ -627,6 +772,7 @@ def to_html(
         )
         + "</p>"
     )
+    readouts = _readouts(result)
     for group in result.groups:
         out.append(
             f'<section class="group" data-kind="{_e(group.kind)}" '
@@ -635,7 +781,8 @@ def to_html(
         )
         for fr in group.fields:
             field_truth = _truth_of(truth, group, fr)
-            rows = list(_rows(fr, level, field_truth))
+            ro = readouts[id(fr)]
+            rows = list(_rows(fr, level, field_truth, ro))
             randomizer = fr.spec.randomizer()
             caption = (
                 f"{fr.spec.kind} field, {randomizer.mechanism}, ε₁ = {randomizer.epsilon_1:.3g}, "
@@ -644,16 +791,21 @@ def to_html(
             if fr.spec.kind == "set":
                 caption += "; share of users having each item"
             if field_truth is not None:
-                covered = sum(r["covered"] for r in rows)
-                caption += f"; CI covers the truth for {covered}/{len(rows)} values"
+                covered = sum(r["in_interval"] for r in rows)
+                caption += f"; drawn interval covers the truth for {covered}/{len(rows)} values"
             for note in screen_notes(fr):
                 caption += f"; {note}"
             out.append(
                 f'<figure class="chart" data-field="{_e(fr.name)}">'
-                f"<h3>{_e(fr.name)}</h3>{_svg_chart(group, fr, level, field_truth)}"
+                f"<h3>{_e(fr.name)}</h3>{_svg_chart(group, fr, rows, ro)}"
                 f"<figcaption>{_e(caption)}</figcaption>"
+                f'<p class="note consistency">{_e(consistency_note(fr, result.consistency))}</p>'
+                f'<p class="note significance">{_e(ro.significance.sentence)}</p>'
+                f'<ul class="ranking note">'
+                + "".join(f"<li>{_e(line)}</li>" for line in ranking_lines(ro))
+                + "</ul>"
                 f"<details><summary>numbers</summary>"
-                f"{_html_field_table(rows, level, field_truth is not None)}</details></figure>"
+                f"{_html_field_table(rows, ro, field_truth is not None)}</details></figure>"
             )
         out.append("</section>")
     out.append("</body></html>\n")

@@ -571,6 +571,35 @@ class TestFinalize:
                 np.testing.assert_array_equal(fr.estimate.std, expected.std)
                 assert fr.estimate.labels == fr.spec.domain
 
+    def test_auto_is_the_default_and_chooses_per_field(self) -> None:
+        """By default each categorical field gets the step choose_consistency picks from its
+        exact covariance; raw and std are the randomizer's whatever the step; sets are clipped."""
+        from ldp.consistency import AUTO_CANDIDATES, choose_consistency
+        from ldp.covariance import frequency_covariance
+
+        counts = count_plaintexts(VALID)
+        result = finalize(counts, delta=None)
+        assert result.consistency == "auto"
+        for group in result.groups:
+            support = counts.groups[agg.GroupKey(group.schema_id, group.kind, group.period)]
+            for fr in group.fields:
+                if fr.derived_from is not None:
+                    continue
+                randomizer = fr.spec.randomizer()
+                ref = randomizer.estimate_from_support(
+                    support.support[fr.name], group.n, consistency="none", labels=fr.spec.domain
+                )
+                np.testing.assert_array_equal(fr.estimate.raw, ref.raw)
+                np.testing.assert_array_equal(fr.estimate.std, ref.std)
+                if fr.spec.kind != "categorical":
+                    assert fr.estimate.consistency == "clip" and fr.estimate.choice is None
+                    continue
+                cov = frequency_covariance(randomizer, group.n, np.clip(ref.raw, 0.0, 1.0))
+                choice = choose_consistency(ref.raw, cov, randomizer.p_star, randomizer.q_star)
+                assert fr.estimate.consistency == choice.method in AUTO_CANDIDATES
+                np.testing.assert_array_equal(fr.estimate.freq, choice.freq)
+                assert fr.estimate.choice.reason == choice.reason
+
     def test_privacy_parameters_match_the_budget(self) -> None:
         """Per-report and yearly epsilon are ldp.budget's; the central one needs n and delta."""
         for kind in SCHEMA.kinds:

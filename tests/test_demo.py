@@ -28,8 +28,10 @@ class TestDemo:
         result = CliRunner().invoke(app, ["demo", "--clients", "400", "--workers", "1"])
         assert result.exit_code == 0, result.output
         assert "collector stopped" in result.output
-        assert "CIs cover the simulated truth for" in result.output
-        assert "CI covers the truth for" in result.output  # per-field lines of the tables
+        assert "CIs around the unbiased estimates cover the simulated truth for" in result.output
+        assert (
+            "drawn interval covers the truth for" in result.output
+        )  # per-field lines of the tables
         report = tmp_path / "demo-report.html"
         assert report.is_file()
         # v2: cli_version, platform (+ its os and arch marginals), command, modules; errors.
@@ -55,6 +57,15 @@ class TestDemo:
         # 10 + 13 platform pairs + 5 os + 7 arch + 14 + 8 + 11 values.
         assert sum(c.values for c in demo.coverage) == 68
         assert coverage(demo.result, demo.population.truth()) == list(demo.coverage)
+        # Coverage is of the intervals around the unbiased estimate, not the shown (auto) one.
+        truth = demo.population.truth()
+        for c in demo.coverage:
+            fr = demo.result.group(c.kind, c.period).field(c.field)
+            low, high = fr.estimate.ci(0.95, raw=True)
+            values = truth[(c.kind, c.period, c.field)]
+            assert c.covered == sum(
+                lo <= t <= hi for lo, t, hi in zip(low, values, high, strict=True)
+            )
         assert any(line.startswith("demo finished in") for line in lines)
 
 

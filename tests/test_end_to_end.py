@@ -112,6 +112,18 @@ class TestThroughCollector:
         os_items = next(f for f in doc["groups"][0]["fields"] if f["name"] == "os")["items"]
         assert [i["estimate"] for i in os_items] == usage.field("os").estimate.freq.tolist()
         assert doc["reports"]["excluded"] == pipeline["result"].group("errors", PERIOD).n
+        # auto is the default, and asking for it by name gives the same document.
+        assert doc["consistency"] == "auto"
+        named = runner.invoke(app, [*base, "--format", "json", "--kind", "usage", *AUTO])
+        assert named.exit_code == 0, named.output
+        assert json.loads(named.stdout)["groups"] == doc["groups"]
+        # --weeks pools the weeks ending at --period (here only PERIOD has reports).
+        pooled = runner.invoke(app, [*base, "--format", "json", "--weeks", "2", "--period", PERIOD])
+        assert pooled.exit_code == 0, pooled.output
+        window = json.loads(pooled.stdout)["window"]
+        assert window["weeks"] == 2 and window["periods"][-1] == PERIOD
+        alone = runner.invoke(app, [*base, "--weeks", "2"])
+        assert alone.exit_code == 1 and "needs period" in alone.output
 
         csv_out = runner.invoke(app, [*base, "--format", "csv", "--period", PERIOD])
         assert csv_out.exit_code == 0, csv_out.output
@@ -150,6 +162,9 @@ class TestThroughCollector:
         assert "Traceback" not in result.output
 
 
+AUTO = ["--consistency", "auto"]
+
+
 class TestCoverage:
     """Over repeated seeds the 95% intervals cover the truth about 95% of the time."""
 
@@ -162,7 +177,9 @@ class TestCoverage:
         for rep in range(self.REPETITIONS):
             population = make_population(self.USERS, seed=1000 + rep, periods=(PERIOD,))
             noise = GeneratorSource(np.random.default_rng(5000 + rep))
-            result = finalize(count_plaintexts(list(population.reports(noise))), delta=None)
+            # The intervals are around the unbiased estimate, so no consistency step is needed.
+            counts = count_plaintexts(list(population.reports(noise)))
+            result = finalize(counts, delta=None, consistency="none")
             targets = population.targets()
             covered = []
             for group in result.groups:

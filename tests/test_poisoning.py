@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 from collections import Counter
@@ -157,8 +159,10 @@ class TestScreen:
         words = ", ".join(_names(_pattern()))
         assert f"poisoning screen: {FIELD} pattern {{{words}}}" in render(result, "table")
         assert f"poisoning screen: {FIELD}" in render(result, "html")
-        rows = [r for r in render(result, "csv").splitlines() if f",{FIELD}," in r]
-        assert rows and all(r.endswith(str(field["screened"][0]["excluded"])) for r in rows)
+        rows = [
+            r for r in csv.DictReader(io.StringIO(render(result, "csv"))) if r["field"] == FIELD
+        ]
+        assert rows and all(r["screened"] == str(field["screened"][0]["excluded"]) for r in rows)
 
 
 class TestCommand:

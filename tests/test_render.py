@@ -67,6 +67,9 @@ class TestJson:
                     "ci_low",
                     "ci_high",
                     "significant",
+                    "interval_low",
+                    "interval_high",
+                    "p_top3",
                     "raw",
                     "std",
                     "support",
@@ -189,7 +192,7 @@ class TestTable:
         for group in RESULT.groups:
             for fr in group.fields:
                 assert f"{group.kind} {group.period} · {fr.name}" in text
-        assert text.count("CI covers the truth for") == len(TRUTH)
+        assert text.count("drawn interval covers the truth for") == len(TRUTH)
         assert "rejected (decrypt 2)" in text
 
     def test_wrong_key_hint(self) -> None:
@@ -223,3 +226,189 @@ class TestCentralAssumption:
         assert table.count("after shuffling") == table.count(CENTRAL_ASSUMPTION) == len(centrals)
         page = to_html(RESULT)
         assert page.count("after shuffling") == page.count(CENTRAL_ASSUMPTION) == len(centrals)
+
+
+def _fields(result: AggregateResult) -> list[tuple[str, str, str]]:
+    return [(g.kind, g.period, fr.name) for g in result.groups for fr in g.fields]
+
+
+class TestSignificanceAgreesWithPicture:
+    """Every format calls a value significant exactly when its shown interval starts above 0."""
+
+    def test_json_verdict_is_the_interval_and_keeps_the_old_test(self) -> None:
+        """JSON: significant <=> interval_low > 0, the same verdicts as the estimate's own test."""
+        doc = to_dict(RESULT, TRUTH)
+        verdicts = []
+        for g, group in zip(doc["groups"], RESULT.groups, strict=True):
+            for f, fr in zip(g["fields"], group.fields, strict=True):
+                assert f["significance"]["rule"] == "bonferroni"
+                assert f["significance"]["level"] == 0.95
+                assert "Bonferroni-adjusted" in f["significance"]["sentence"]
+                old = fr.estimate.significant(0.95).tolist()
+                assert [i["significant"] for i in f["items"]] == old
+                for item in f["items"]:
+                    verdicts.append(item["significant"])
+                    assert item["significant"] == (item["interval_low"] > 0)
+                    assert item["interval_low"] <= item["raw"] <= item["interval_high"] or (
+                        item["raw"] < 0 or item["raw"] > 1
+                    )
+        assert True in verdicts and False in verdicts  # both cases are exercised
+
+    def test_csv_verdict_is_the_interval(self) -> None:
+        """CSV: the significant column is true exactly when interval_low is above 0."""
+        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        assert {r["significance_rule"] for r in rows} == {"bonferroni"}
+        for r in rows:
+            assert (r["significant"] == "true") == (float(r["interval_low"]) > 0)
+
+    def test_table_verdict_is_the_printed_interval(self) -> None:
+        """Table: "yes" exactly when the printed interval's low end is above 0; one sentence
+        per field says what significant means."""
+        text = to_table(RESULT, TRUTH, width=160)
+        rows = [
+            [c.strip() for c in line.strip("│").split("│")]
+            for line in text.splitlines()
+            if line.startswith("│")
+        ]
+        assert len(rows) == _items_per_group(RESULT)
+        for row in rows:
+            low = float(re.match(r"\[([0-9.]+)%,", row[2]).group(1))  # type: ignore[union-attr]
+            assert (row[3] == "yes") == (low > 0), row
+        assert text.count("Significant = the 95% interval, Bonferroni-adjusted over the") == len(
+            _fields(RESULT)
+        )
+
+    def test_html_colour_is_the_drawn_whisker(self) -> None:
+        """HTML: a bar is dark exactly when its whisker starts right of the axis and its
+        tooltip's interval starts above 0; every chart carries the sentence."""
+        page = to_html(RESULT, TRUTH)
+        rows = re.findall(r'<g class="row".*?</g>', page)
+        assert len(rows) == _items_per_group(RESULT)
+        for row in rows:
+            bar = re.search(r'<rect class="bar( weak)?" x="([0-9.]+)"', row)
+            whisker = re.search(r'<line class="whisker" x1="([0-9.]+)"', row)
+            tip = re.search(r"interval \[([0-9.]+)%,", row)
+            assert bar and whisker and tip
+            dark = bar.group(1) is None
+            assert dark == (float(whisker.group(1)) > float(bar.group(2))), row
+            assert dark == (float(tip.group(1)) > 0), row
+        assert page.count('<p class="note significance">Significant = the 95% interval') == len(
+            _fields(RESULT)
+        )
+
+
+class TestRanking:
+    """Each field's ranking is in every format, seeded, and computed from the exact covariance."""
+
+    def test_json_ranking_per_field(self) -> None:
+        """A ranking object per field whose top-k probabilities match the items' p_top3."""
+        doc = to_dict(RESULT)
+        for g in doc["groups"]:
+            for f in g["fields"]:
+                ranking = f["ranking"]
+                d = len(f["items"])
+                assert ranking["k"] == min(3, d)
+                assert len(ranking["top"]) == min(d, ranking["k"] + 2)
+                p_top = {i["value"]: i["p_top3"] for i in f["items"]}
+                for entry in ranking["top"]:
+                    assert entry["top_k_probability"] == p_top[entry["value"]]
+                # Every draw has exactly k values in its top k.
+                assert sum(p_top.values()) == pytest.approx(ranking["k"], abs=1e-9)
+                assert all(0.5 <= p["confidence"] <= 1 for p in ranking["pairs"])
+
+    def test_reproducible(self) -> None:
+        """The same result renders the same rankings (seeded draws)."""
+        first = [f["ranking"] for g in to_dict(RESULT)["groups"] for f in g["fields"]]
+        second = [f["ranking"] for g in to_dict(RESULT)["groups"] for f in g["fields"]]
+        assert first == second
+
+    def test_pair_confidence_uses_the_exact_covariance(self) -> None:
+        """A pair statement's confidence is Phi(diff / sd(diff)) with ldp.covariance's matrix."""
+        from statistics import NormalDist
+
+        from ldp.covariance import estimate_covariance
+
+        group = RESULT.group("usage", PERIODS[0])
+        fr = group.field("command")
+        doc = to_dict(RESULT)
+        g = next(x for x in doc["groups"] if (x["kind"], x["period"]) == ("usage", PERIODS[0]))
+        pair = next(f for f in g["fields"] if f["name"] == "command")["ranking"]["pairs"][0]
+        cov = estimate_covariance(fr.estimate, fr.spec.randomizer())
+        a, b = fr.spec.domain.index(pair["more"]), fr.spec.domain.index(pair["less"])
+        sd = float(np.sqrt(cov[a, a] + cov[b, b] - 2 * cov[a, b]))
+        diff = float(fr.estimate.raw[a] - fr.estimate.raw[b])
+        assert pair["confidence"] == pytest.approx(NormalDist().cdf(diff / sd), abs=1e-12)
+
+    def test_derived_marginal_covariance_matches_its_std(self) -> None:
+        """os/arch (sums of platform cells) get A C A^T, whose diagonal is close to the
+        marginal's own analytic variance (the two plug in slightly different frequencies)."""
+        from server_agg.readout import field_covariance
+
+        group = RESULT.group("usage", PERIODS[0])
+        for name in ("os", "arch"):
+            fr = group.field(name)
+            assert fr.derived_from == "platform"
+            cov = field_covariance(group, fr)
+            np.testing.assert_allclose(np.sqrt(np.diag(cov)), fr.estimate.std, rtol=0.1)
+
+    def test_csv_table_and_html_show_it(self) -> None:
+        """CSV has p_top3 per value; the table and the page list the ranking per field."""
+        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        doc = to_dict(RESULT)
+        expected = [i["p_top3"] for g in doc["groups"] for f in g["fields"] for i in f["items"]]
+        np.testing.assert_allclose([float(r["p_top3"]) for r in rows], expected, rtol=1e-5)
+        n_fields = len(_fields(RESULT))
+        assert to_table(RESULT, width=160).count("in the top 3 (probability): ") == n_fields
+        page = to_html(RESULT)
+        assert page.count('<ul class="ranking note">') == n_fields
+        assert "is used more than" in page
+
+
+class TestConsistencyChoice:
+    """The step each field got, and why, is in every format (auto is the default)."""
+
+    def test_json_names_the_step_and_its_reason(self) -> None:
+        """Categorical fields carry auto's choice; sets say clip; marginals follow platform."""
+        from ldp.consistency import AUTO_CANDIDATES
+
+        doc = to_dict(RESULT)
+        assert doc["consistency"] == "auto"
+        seen = set()
+        for g, group in zip(doc["groups"], RESULT.groups, strict=True):
+            for f, fr in zip(g["fields"], group.fields, strict=True):
+                assert f["consistency"] == fr.estimate.consistency
+                if fr.derived_from is not None:
+                    assert f["consistency"] == group.field(fr.derived_from).estimate.consistency
+                    assert f["consistency_choice"] is None
+                    seen.add("derived")
+                elif fr.spec.kind == "set":
+                    assert f["consistency"] == "clip" and f["consistency_choice"] is None
+                    seen.add("set")
+                else:
+                    choice = f["consistency_choice"]
+                    assert choice["method"] == f["consistency"] in AUTO_CANDIDATES
+                    assert choice["reason"] in f["consistency_note"]
+                    seen.add("auto")
+        assert seen == {"derived", "set", "auto"}
+
+    def test_csv_table_and_html_say_it_per_field(self) -> None:
+        """CSV has the step and note per row; the table and the page one line per field."""
+        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        steps = {(r["period"], r["field"]): r["consistency_step"] for r in rows}
+        for group in RESULT.groups:
+            for fr in group.fields:
+                assert steps[(group.period, fr.name)] == fr.estimate.consistency
+        assert all(r["consistency_note"].startswith("consistency: ") for r in rows)
+        n_fields = len(_fields(RESULT))
+        text = to_table(RESULT, width=200)
+        assert text.count("consistency: ") == n_fields
+        assert text.count("consistency: auto chose ") >= 1
+        assert to_html(RESULT).count('<p class="note consistency">consistency: ') == n_fields
+
+    def test_fixed_step_is_named_as_asked(self) -> None:
+        """With a fixed --consistency the line names it and no choice is reported."""
+        fixed = aggregate(MemorySource(SEALED), PRIVATE, delta=None, consistency="norm-sub")
+        doc = to_dict(fixed)
+        fields = [f for g in doc["groups"] for f in g["fields"]]
+        assert all(f["consistency_choice"] is None for f in fields)
+        assert "consistency: norm-sub (--consistency norm-sub)" in to_table(fixed, width=200)

@@ -1,0 +1,133 @@
+"""Tests for server_agg.weeks (``aggregate --weeks W``): the window's weeks, the pooled
+estimates (server_agg.windows.field_window on the weekly counts), and every format saying which
+window was used."""
+
+from __future__ import annotations
+
+import csv
+import io
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from ldp.covariance import frequency_covariance
+from server_agg.aggregate import AggregateError, GroupKey, count_plaintexts, finish
+from server_agg.render import to_csv, to_dict, to_html, to_table
+from server_agg.simulate import GeneratorSource, make_population
+from server_agg.weeks import window_periods
+from server_agg.windows import field_window
+
+PERIODS = ("2026-W46", "2026-W47", "2026-W48", "2026-W49")
+POPULATION = make_population(400, seed=31, periods=PERIODS)
+COUNTS = count_plaintexts(list(POPULATION.reports(GeneratorSource(np.random.default_rng(32)))))
+OPTIONS = {"consistency": "auto", "confidence": 0.95, "delta": None, "screen": False}
+POOLED = finish(COUNTS, None, period="2026-W49", weeks=3, **OPTIONS)
+
+
+class TestWindowPeriods:
+    """The window is the W consecutive ISO weeks ending at the given one."""
+
+    def test_across_a_year_end(self) -> None:
+        """Weeks run back over the new year (2025 has 52 ISO weeks)."""
+        assert window_periods("2026-W02", 4) == ("2025-W51", "2025-W52", "2026-W01", "2026-W02")
+
+    def test_bad_lengths_are_refused(self) -> None:
+        """0 or more than 12 weeks, or a window without its end week, is an error."""
+        with pytest.raises(ValueError, match=r"weeks \(13\) must be an integer in \[1, 12\]"):
+            window_periods("2026-W02", 13)
+        with pytest.raises(AggregateError, match="needs period"):
+            finish(COUNTS, None, period=None, weeks=2, **OPTIONS)
+
+
+class TestPooled:
+    """Pooled groups are field_window's estimates over the window's weekly counts."""
+
+    def test_one_group_per_kind_and_the_rest_excluded(self) -> None:
+        """The three weeks ending at W49 form one group per kind; W46 counts as excluded."""
+        assert [(g.kind, g.period) for g in POOLED.groups] == [
+            ("errors", "2026-W47..2026-W49"),
+            ("usage", "2026-W47..2026-W49"),
+        ]
+        outside = sum(g.n for k, g in COUNTS.groups.items() if k.period == "2026-W46")
+        assert POOLED.excluded == outside
+        assert POOLED.accepted + POOLED.excluded == COUNTS.accepted
+
+    def test_estimates_are_field_windows(self) -> None:
+        """Each field's estimate, covariance and std equal field_window on its weekly supports."""
+        group = POOLED.group("usage")
+        for fr in group.fields:
+            if fr.derived_from is not None:
+                continue
+            keys = [GroupKey(group.schema_id, "usage", p) for p in PERIODS[1:]]
+            supports = np.asarray([COUNTS.groups[k].support[fr.name] for k in keys])
+            n = round(float(np.mean([COUNTS.groups[k].n for k in keys])))
+            expected = field_window(fr.spec, supports, n).estimate
+            assert fr.weeks == 3
+            np.testing.assert_array_equal(fr.estimate.raw, expected.raw)
+            np.testing.assert_array_equal(fr.estimate.std, expected.std)
+            np.testing.assert_array_equal(fr.estimate.freq, expected.freq)
+
+    def test_marginals_use_the_pooled_covariance(self) -> None:
+        """os and arch stds are the sums of pooled platform cells' covariance."""
+        group = POOLED.group("usage")
+        platform = group.field("platform")
+        cov = frequency_covariance(
+            platform.spec.randomizer(),
+            platform.estimate.n,
+            np.clip(platform.estimate.raw, 0.0, 1.0),
+            weeks=3,
+            share=platform.share,
+        )
+        os_ = group.field("os")
+        linux = [i for i, v in enumerate(platform.spec.domain) if v.startswith("linux-")]
+        std = float(np.sqrt(cov[np.ix_(linux, linux)].sum()))
+        assert os_.estimate.std[os_.spec.domain.index("linux")] == pytest.approx(std, rel=1e-9)
+
+    def test_ranking_uses_the_pooled_covariance(self) -> None:
+        """A pair statement's confidence uses the W-week covariance, not one week's."""
+        group = POOLED.group("usage")
+        fr = group.field("command")
+        doc = to_dict(POOLED)
+        field = next(
+            f
+            for g in doc["groups"]
+            if g["kind"] == "usage"
+            for f in g["fields"]
+            if f["name"] == "command"
+        )
+        pair = field["ranking"]["pairs"][0]
+        cov = frequency_covariance(
+            fr.spec.randomizer(),
+            fr.estimate.n,
+            np.clip(fr.estimate.raw, 0.0, 1.0),
+            weeks=3,
+            share=fr.share,
+        )
+        a, b = fr.spec.domain.index(pair["more"]), fr.spec.domain.index(pair["less"])
+        diff = float(fr.estimate.raw[a] - fr.estimate.raw[b])
+        sd = float(np.sqrt(cov[a, a] + cov[b, b] - 2 * cov[a, b]))
+        assert pair["confidence"] == pytest.approx(NormalDist().cdf(diff / sd), abs=1e-12)
+
+
+class TestEveryFormatSaysTheWindow:
+    """JSON, CSV, table and HTML name the window (and the one-week default says so too)."""
+
+    def test_pooled(self) -> None:
+        """Three weeks are named everywhere."""
+        doc = to_dict(POOLED)
+        assert doc["window"]["weeks"] == 3
+        assert doc["window"]["periods"] == list(PERIODS[1:])
+        rows = list(csv.DictReader(io.StringIO(to_csv(POOLED))))
+        assert {r["weeks"] for r in rows} == {"3"}
+        assert "window: 3 ISO weeks 2026-W47..2026-W49, pooled" in to_table(POOLED, width=200)
+        assert "Window: 3 ISO weeks 2026-W47..2026-W49, pooled" in to_html(POOLED)
+
+    def test_one_week_default(self) -> None:
+        """Without --weeks every group is one week, and every format says that."""
+        weekly = finish(COUNTS, None, period=None, weeks=1, **OPTIONS)
+        assert len(weekly.groups) == 2 * len(PERIODS)
+        assert to_dict(weekly)["window"]["weeks"] == 1
+        assert {r["weeks"] for r in csv.DictReader(io.StringIO(to_csv(weekly)))} == {"1"}
+        assert "window: one ISO week per group" in to_table(weekly, width=200)
+        assert "Window: one ISO week per group" in to_html(weekly)
