@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ldp.errors import ParameterError
-from ldp.estimate import FrequencyEstimate, PooledChannel
+from ldp.estimate import FrequencyEstimate, PooledChannel, check_window
 
 __all__ = ["PairSupport", "estimate_covariance", "frequency_covariance", "pair_support"]
 
@@ -125,12 +125,7 @@ def frequency_covariance(
     ndarray
         The ``(d, d)`` covariance, symmetric (positive semi-definite for a categorical field).
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ParameterError(f"number of users n ({n!r}) must be an integer >= 1")
-    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
-        raise ParameterError(f"weeks ({weeks!r}) must be an integer >= 1")
-    if not 0 <= share <= 1 - 1 / weeks + 1e-12:
-        raise ParameterError(f"share ({share}) must be in [0, 1 - 1/W = {1 - 1 / weeks:.6g}]")
+    check_window(n, weeks, share)
     channel = PooledChannel.of(randomizer)
     inner = getattr(randomizer, "oracle", randomizer) if channel.pad is not None else randomizer
     mech, d_inner = str(inner.mechanism), int(inner.d)

@@ -34,6 +34,7 @@ __all__ = [
     "FrequencyEstimate",
     "PooledChannel",
     "apply_consistency",
+    "check_window",
     "em_update",
     "epoch_pair_share",
     "estimate_frequencies",
@@ -406,6 +407,16 @@ def epoch_pair_share(epoch_weeks: int | None, weeks: int) -> float:
     return pairs / epoch_weeks / weeks**2
 
 
+def check_window(n: int, weeks: int, share: float) -> None:
+    """Validate a pooled window's users ``n``, length ``weeks`` and pair share ``rho``."""
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ParameterError(f"number of users n ({n!r}) must be an integer >= 1")
+    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
+        raise ParameterError(f"weeks ({weeks!r}) must be an integer >= 1")
+    if not 0 <= share <= 1 - 1 / weeks + 1e-12:
+        raise ParameterError(f"share ({share}) must be in [0, 1 - 1/W = {1 - 1 / weeks:.6g}]")
+
+
 def pooled_variance(channel: PooledChannel, n: int, weeks: int, share: float, f: Any = None) -> Any:
     """Exact variance of the pooled estimate of one value's frequency averaged over W weeks.
 
@@ -438,12 +449,7 @@ def pooled_variance(channel: PooledChannel, n: int, weeks: int, share: float, f:
     float or ndarray
         The variance (an array if ``f`` is one).
     """
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
-        raise ParameterError(f"number of users n ({n!r}) must be an integer >= 1")
-    if isinstance(weeks, bool) or not isinstance(weeks, int) or weeks < 1:
-        raise ParameterError(f"weeks ({weeks!r}) must be an integer >= 1")
-    if not 0 <= share <= 1 - 1 / weeks + 1e-12:
-        raise ParameterError(f"share ({share}) must be in [0, 1 - 1/W = {1 - 1 / weeks:.6g}]")
+    check_window(n, weeks, share)
     c = channel
     pad = 1 if c.pad is None else c.pad
     hit_star = c.q_star + (c.p_star - c.q_star) / pad
