@@ -107,6 +107,11 @@ def epochs_touched(weeks: int, window: int = WINDOW_WEEKS) -> int:
     return math.ceil((window - 1) / weeks) + 1
 
 
+def _reported_in(reported: Mapping[str, int], week: int, window: int) -> int:
+    """Epochs whose last report falls in the ``window`` weeks ending at ``week``."""
+    return sum(1 for last in reported.values() if week - window < last <= week)
+
+
 class EpochMemo:
     """Per field: the current epoch and its frozen response; the epochs that reported.
 
@@ -212,7 +217,7 @@ class EpochMemo:
         entry = self.load().get(field)
         if entry is None:
             return 0
-        return sum(1 for last in entry["reported"].values() if week - window < last <= week)
+        return _reported_in(entry["reported"], week, window)
 
     def actual_spend(
         self, epsilons: Iterable[tuple[str, float]], week: int, window: int = WINDOW_WEEKS
@@ -222,7 +227,7 @@ class EpochMemo:
         out = {}
         for name, eps in epsilons:
             reported = fields.get(name, {}).get("reported", {})
-            used = sum(1 for last in reported.values() if week - window < last <= week)
+            used = _reported_in(reported, week, window)
             out[name] = eps * used
         return out
 

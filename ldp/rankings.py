@@ -20,13 +20,13 @@ import numpy.typing as npt
 
 from ldp.errors import ParameterError
 
-__all__ = ["PairStatement", "Ranking", "rank"]
+__all__ = ["PairStatement", "Ranking", "percent", "rank"]
 
 FloatArray = npt.NDArray[np.float64]
 _NORMAL = NormalDist()
 
 
-def _percent(p: float) -> str:
+def percent(p: float) -> str:
     """A probability as people read it: never "100%" or "0%" for a Monte Carlo or normal tail."""
     if p >= 0.995:
         return "over 99%"
@@ -47,7 +47,7 @@ class PairStatement:
 
     def sentence(self) -> str:
         """``"build is used more than deploy: 97%"``."""
-        return f"{self.more} is used more than {self.less}: {_percent(self.confidence)}"
+        return f"{self.more} is used more than {self.less}: {percent(self.confidence)}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
@@ -84,7 +84,7 @@ class Ranking:
     def statements(self) -> list[str]:
         """One sentence per shown value and per neighbouring pair, in rank order."""
         out = [
-            f"{self.labels[v]} is in the top {self.k}: {_percent(float(p))}"
+            f"{self.labels[v]} is in the top {self.k}: {percent(float(p))}"
             for v, p in zip(self.order, self.top_k, strict=True)
         ]
         names = [self.labels[v] for v in self.order]

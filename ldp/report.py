@@ -319,8 +319,8 @@ def build_report(
         if spec.name in frozen:
             wire = randomizer.instantaneous(frozen[spec.name][1], rand)
         else:
-            x = _expired_input(spec) if spec.expired(monday) else values[spec.name]
-            x = x if spec.expired(monday) else _true_input(spec, x)
+            expired = spec.expired(monday)
+            x = _expired_input(spec) if expired else _true_input(spec, values[spec.name])
             wire = randomizer.privatize(x, secret, spec.name, rand)
         if isinstance(wire, tuple):
             wire = list(wire)

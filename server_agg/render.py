@@ -85,6 +85,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from ldp.rankings import percent
 from server_agg.estimation import consistency_note
 
 if TYPE_CHECKING:
@@ -214,22 +215,13 @@ def ranking_lines(ro: FieldReadout) -> list[str]:
     statements = ranking.statements()
     shown = len(ranking.order)
     tops = ", ".join(
-        f"{ranking.labels[v]} {_chance(float(p))}"
+        f"{ranking.labels[v]} {percent(float(p))}"
         for v, p in zip(ranking.order, ranking.top_k, strict=True)
     )
     lines = [f"in the top {ranking.k} (probability): {tops}"]
     if statements[shown:]:
         lines.append("; ".join(statements[shown:]))
     return lines
-
-
-def _chance(p: float) -> str:
-    """A probability worded as ldp.rankings' statements word it (never "100%" or "0%")."""
-    if p >= 0.995:
-        return "over 99%"
-    if p < 0.005:
-        return "under 1%"
-    return f"{p:.0%}"
 
 
 # --------------------------------------------------------------------------- JSON, CSV
@@ -603,7 +595,7 @@ def _svg_chart(
         weak = "" if row["significant"] else " weak"
         tip = (
             f"{row['value']}: {_pct(row['estimate'])}, {drawn} interval {_interval(row)}, "
-            f"P(top {ro.ranking.k}) {_chance(row['p_top3'])}, support {row['support']}"
+            f"P(top {ro.ranking.k}) {percent(row['p_top3'])}, support {row['support']}"
         )
         if truth is not None:
             tip += f", truth {_pct(row['truth'])}"
@@ -652,7 +644,7 @@ def _html_field_table(rows: list[dict[str, Any]], ro: FieldReadout, with_truth: 
         cells = (
             f"<td>{_e(r['value'])}</td><td>{_pct(r['estimate'])}</td>"
             f"<td>{_e(_interval(r))}</td>"
-            f"<td>{'yes' if r['significant'] else ''}</td><td>{_chance(r['p_top3'])}</td>"
+            f"<td>{'yes' if r['significant'] else ''}</td><td>{percent(r['p_top3'])}</td>"
             f"<td>{r['raw']:.4f}</td><td>{r['std']:.4f}</td><td>{r['support']}</td>"
         )
         if with_truth:
