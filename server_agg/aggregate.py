@@ -31,7 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol, runtime_checkable
@@ -70,7 +70,9 @@ if TYPE_CHECKING:
 
     from ldp.amplification import CentralEpsilon
     from ldp.estimate import FrequencyEstimate
+    from server_agg.trends import GroupTrend
     from server_agg.weeks import Window
+    from server_agg.windows import WindowChoice
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -1256,6 +1258,11 @@ class GroupResult:
     n: int
     fields: tuple[FieldResult, ...]
     privacy: KindPrivacy
+    #: The weeks pooled into the group (``aggregate --weeks``); ``None``: the one week
+    #: ``period``.
+    window: Window | None = None
+    #: With ``--weeks auto``: the window length chosen for this group and why.
+    choice: WindowChoice | None = None
 
     def field(self, name: str) -> FieldResult:
         """The result of field ``name``."""
@@ -1282,8 +1289,11 @@ class AggregateResult:
     seconds: float = 0.0
     filters: Mapping[str, str] = field(default_factory=dict)
     #: The weeks pooled (``aggregate --weeks W``, :mod:`server_agg.weeks`); ``None``: one
-    #: group per ISO week.
+    #: group per ISO week, or windows chosen per group (``--weeks auto``, see
+    #: :attr:`GroupResult.choice`).
     window: Window | None = None
+    #: Each (schema, kind)'s estimates week by week or window by window (:mod:`server_agg.trends`).
+    trends: tuple[GroupTrend, ...] = ()
 
     @property
     def accepted(self) -> int:
@@ -1419,12 +1429,16 @@ def finalize(
     )
 
 
-def check_weeks(weeks: int, period: str | None) -> None:
-    """Refuse a window length out of range, or a window without the week it ends at."""
-    from server_agg.weeks import MAX_WEEKS
+def check_weeks(weeks: int | str, period: str | None) -> None:
+    """Refuse a window length out of range, or a fixed window without the week it ends at."""
+    from server_agg.weeks import AUTO_WEEKS, MAX_WEEKS
 
+    if weeks == AUTO_WEEKS:
+        return
     if isinstance(weeks, bool) or not isinstance(weeks, int) or not 1 <= weeks <= MAX_WEEKS:
-        raise AggregateError(f"weeks ({weeks!r}) must be an integer in [1, {MAX_WEEKS}]")
+        raise AggregateError(
+            f"weeks ({weeks!r}) must be {AUTO_WEEKS!r} or an integer in [1, {MAX_WEEKS}]"
+        )
     if weeks > 1 and period is None:
         raise AggregateError(f"weeks ({weeks}) needs period: the ISO week the window ends at")
 
@@ -1434,19 +1448,27 @@ def finish(
     schemas: Sequence[Schema] | None,
     *,
     period: str | None,
-    weeks: int,
+    weeks: int | str,
     consistency: str,
     confidence: float,
+    trends: bool = True,
     **options: Any,
 ) -> AggregateResult:
-    """:func:`finalize`, or with ``weeks > 1`` its pooled form over the window ending at
-    ``period`` (:func:`server_agg.weeks.finalize_weeks`)."""
+    """:func:`finalize`, or with ``weeks`` above 1 or ``"auto"`` its pooled form over the
+    window ending at ``period`` (:func:`server_agg.weeks.finalize_weeks`). With ``trends``,
+    every (schema, kind) seen over at least two weeks also gets its trend."""
     check_weeks(weeks, period)
     if weeks == 1:
-        return finalize(counts, schemas, consistency=consistency, confidence=confidence, **options)
+        result = finalize(
+            counts, schemas, consistency=consistency, confidence=confidence, **options
+        )
+        if not trends:
+            return result
+        from server_agg.trends import week_trends
+
+        return replace(result, trends=week_trends(result.groups, schema_map(schemas)))
     from server_agg.weeks import finalize_weeks
 
-    assert period is not None  # check_weeks refused a window without its end (narrows type)
     return finalize_weeks(
         counts,
         schemas,
@@ -1454,6 +1476,7 @@ def finish(
         weeks=weeks,
         consistency=consistency,
         confidence=confidence,
+        trends=trends,
         **options,
     )
 
@@ -1535,13 +1558,16 @@ def aggregate(
     progress: bool | None = False,
     today: date | None = None,
     screen: bool = True,
-    weeks: int = 1,
+    weeks: int | str = 1,
+    trends: bool = True,
 ) -> AggregateResult:
     """Run the local engine end to end; ``progress=None`` shows a bar only on a terminal.
 
     Reports dated outside [their schema's release, the week after ``today``'s] are rejected
     as ``implausible_period`` (``today``: UTC today when ``None``). ``weeks > 1`` pools the
-    ``weeks`` ISO weeks ending at ``period`` (:mod:`server_agg.weeks`).
+    ``weeks`` ISO weeks ending at ``period``, ``"auto"`` a window chosen per kind from the data
+    (:mod:`server_agg.weeks`); ``trends`` adds each kind's estimates week by week (or window by
+    window).
     """
     check_filters(kind, period, schemas)
     check_weeks(weeks, period)
@@ -1575,4 +1601,5 @@ def aggregate(
         seconds=time.perf_counter() - started,
         filters=filters,
         screen=screen,
+        trends=trends,
     )

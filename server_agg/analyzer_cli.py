@@ -67,6 +67,21 @@ def _write(text: str, out: Path | None) -> None:
     typer.echo(f"wrote {out}", err=True)
 
 
+def _weeks(text: str) -> int | str:
+    """``--weeks``: ``auto`` or an integer in [1, 12]."""
+    from server_agg.weeks import AUTO_WEEKS, MAX_WEEKS
+
+    if text.strip().lower() == AUTO_WEEKS:
+        return AUTO_WEEKS
+    try:
+        weeks = int(text)
+    except ValueError:
+        weeks = 0
+    if not 1 <= weeks <= MAX_WEEKS:
+        _fail(f"--weeks ({text!r}) must be {AUTO_WEEKS} or an integer in [1, {MAX_WEEKS}]")
+    return weeks
+
+
 def aggregate(
     key: Annotated[
         Path, typer.Option("--key", help="The analyzer's private.pem, or its key directory.")
@@ -82,14 +97,21 @@ def aggregate(
         str | None, typer.Option("--period", help="Only this ISO week, e.g. 2026-W48.")
     ] = None,
     weeks: Annotated[
-        int,
+        str,
         typer.Option(
             "--weeks",
-            help="Pool the W ISO weeks ending at --period (default 1: one group per week).",
-            min=1,
-            max=12,
+            help="auto: per kind, the shortest window of up to 12 ISO weeks ending at --period "
+            "(default: the latest week) with every half-width <= 5 points; W: pool the W weeks "
+            "ending at --period; 1: one group per week.",
         ),
-    ] = 1,
+    ] = "auto",
+    trends: Annotated[
+        bool,
+        typer.Option(
+            "--trends/--no-trends",
+            help="Also show each field week by week (or window by window) with intervals.",
+        ),
+    ] = True,
     kind: Annotated[
         str | None, typer.Option("--kind", help="Only this report kind (usage, errors).")
     ] = None,
@@ -149,6 +171,7 @@ def aggregate(
         _fail(f"--delta ({delta}) must be in (0, 1)")
     if scheduler is not None and engine is not Engine.dask:
         _fail("--scheduler needs --engine dask")
+    window = _weeks(weeks)
     try:
         exposure = private_key_exposure(key)
     except KeyFileError as exc:
@@ -172,7 +195,8 @@ def aggregate(
                 scheduler=scheduler,
                 workers=workers or 2,
                 screen=screen,
-                weeks=weeks,
+                weeks=window,
+                trends=trends,
             )
         else:
             private = load_private(key)
@@ -191,7 +215,8 @@ def aggregate(
                 workers=workers,
                 progress=None,
                 screen=screen,
-                weeks=weeks,
+                weeks=window,
+                trends=trends,
             )
     except (AggregateError, KeyFileError, LdpError) as exc:
         _fail(str(exc))

@@ -177,12 +177,13 @@ def dask_aggregate(
     client: Any = None,
     today: date | None = None,
     screen: bool = True,
-    weeks: int = 1,
+    weeks: int | str = 1,
+    trends: bool = True,
 ) -> AggregateResult:
     """The Dask engine end to end: count on the cluster, then estimate here.
 
-    Periods and ``weeks`` are as in :func:`server_agg.aggregate.aggregate` (``today``: UTC
-    today).
+    Periods, ``weeks`` and ``trends`` are as in :func:`server_agg.aggregate.aggregate`
+    (``today``: UTC today).
     """
     check_filters(kind, period, schemas)
     check_weeks(weeks, period)
@@ -226,4 +227,5 @@ def dask_aggregate(
         seconds=time.perf_counter() - started,
         filters=filters,
         screen=screen,
+        trends=trends,
     )

@@ -15,10 +15,15 @@ JSON (``--format json``), an object::
     source        what was read                engine   "local" | "dask"; workers; seconds
     filters       {"kind": ..., "period": ...} (only those given)
     confidence    level of every CI            consistency  the consistency step
-    window        {"weeks", "sentence"}, with --weeks also "periods", "label"
+    window        {"weeks", "sentence"}, with --weeks W also "periods", "label";
+                  with --weeks auto "weeks" is "auto" (each group has its own window)
+    trends        [GroupTrend.to_dict(): {"schema_id", "kind", "weeks", "sentence",
+                   "fields": [{"field", "values", "points": [{"end", "label", "weeks", "n",
+                   "estimate", "std", "ci_low", "ci_high"}]}]}] (kinds seen in >= 2 weeks)
     delta         delta of the central epsilon (null when not computed)
     reports       {"read", "accepted", "excluded", "rejected", "rejects": {reason: count}}
     groups        one per (kind, period, schema): {"schema", "kind", "period", "n",
+                  "window": Window.to_dict() | null, "window_choice": WindowChoice | null,
                   "privacy": {"epsilon_report", "epsilon_year",
                               "central": {"epsilon", "delta", "n", "method",
                                           "assumption"} | null},
@@ -59,7 +64,12 @@ CSV (``--format csv``): one row per (group, field, value), header row first, col
 
     kind, period, schema, field, field_type, mechanism, value, estimate, ci_low, ci_high,
     significant, raw, std, support, n, confidence, consistency, screened, interval_low,
-    interval_high, significance_rule, p_top3, consistency_step, consistency_note, weeks
+    interval_high, significance_rule, p_top3, consistency_step, consistency_note, weeks, view
+
+``view`` is ``estimate`` for the answer's rows and ``trend`` for the trend's (after them: one row
+per kind, field, point and value, ``period`` the point's window, ``estimate`` the unbiased
+estimate and ``ci_low``/``ci_high`` its interval, columns that do not apply left empty; see
+:mod:`server_agg.trend_output`).
 
 (``n`` is the field's: the group's reports less any the poisoning screen left out, which
 ``screened`` counts.)
@@ -87,6 +97,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ldp.rankings import percent
 from server_agg.estimation import consistency_note
+from server_agg.trend_output import (
+    trend_csv_rows,
+    trend_html,
+    trend_renderables,
+    trends_to_dict,
+)
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -141,6 +157,7 @@ CSV_COLUMNS: Final = (
     "consistency_step",
     "consistency_note",
     "weeks",
+    "view",
 )
 
 #: Known true frequencies (simulations): ``(kind, period, field) -> one number per value``.
@@ -164,9 +181,25 @@ def _truth_of(truth: Truth | None, group: GroupResult, fr: FieldResult) -> list[
 
 def window_sentence(result: AggregateResult) -> str:
     """Which weeks the estimates are over, in one line (every format says it)."""
-    if result.window is None:
-        return "window: one ISO week per group (aggregate --weeks W pools W weeks)"
-    return result.window.sentence
+    from server_agg.weeks import MAX_WEEKS, TARGET_HALF_WIDTH
+
+    if result.window is not None:
+        return result.window.sentence
+    if any(g.choice is not None for g in result.groups):
+        return (
+            f"window: chosen per kind, the shortest of up to {MAX_WEEKS} ISO weeks in which "
+            f"every field's {result.confidence:.0%} half-width is at most "
+            f"{100 * TARGET_HALF_WIDTH:g} points, pooled with the exact pooled variance "
+            "(--weeks 1: one week; --weeks W: a fixed window)"
+        )
+    return "window: one ISO week per group (aggregate --weeks W pools W weeks)"
+
+
+def choice_line(group: GroupResult) -> str | None:
+    """Why this group's window was chosen (``--weeks auto``), or ``None``."""
+    if group.choice is None:
+        return None
+    return f"{group.kind} window: {group.choice.reason}"
 
 
 def _readouts(result: AggregateResult) -> dict[int, FieldReadout]:
@@ -272,6 +305,8 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
                 "kind": group.kind,
                 "period": group.period,
                 "n": group.n,
+                "window": None if group.window is None else group.window.to_dict(),
+                "window_choice": None if group.choice is None else group.choice.to_dict(),
                 "privacy": {
                     "epsilon_report": group.privacy.epsilon_report,
                     # null for v1 reports: their per-value memo has no finite yearly bound.
@@ -301,9 +336,7 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
         "filters": dict(result.filters),
         "confidence": result.confidence,
         "consistency": result.consistency,
-        "window": {"weeks": 1, "sentence": window_sentence(result)}
-        if result.window is None
-        else result.window.to_dict(),
+        "window": _window_dict(result),
         "delta": result.delta,
         "reports": {
             "read": result.read,
@@ -313,7 +346,15 @@ def to_dict(result: AggregateResult, truth: Truth | None = None) -> dict[str, An
             "rejects": dict(result.rejects),
         },
         "groups": groups,
+        "trends": trends_to_dict(result),
     }
+
+
+def _window_dict(result: AggregateResult) -> dict[str, Any]:
+    if result.window is not None:
+        return result.window.to_dict()
+    auto = any(g.choice is not None for g in result.groups)
+    return {"weeks": "auto" if auto else 1, "sentence": window_sentence(result)}
 
 
 def to_json(result: AggregateResult, truth: Truth | None = None) -> str:
@@ -349,6 +390,7 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
                     "consistency_step": fr.estimate.consistency,
                     "weeks": fr.weeks,
                     "consistency_note": consistency_note(fr, result.consistency),
+                    "view": "estimate",
                     **row,
                 }
                 for key in ("significant", "covered"):
@@ -368,6 +410,7 @@ def to_csv(result: AggregateResult, truth: Truth | None = None) -> str:
                     if key in record:
                         record[key] = f"{record[key]:.6g}"
                 writer.writerow(record)
+    writer.writerows(trend_csv_rows(result))
     return out.getvalue()
 
 
@@ -436,6 +479,9 @@ def table_renderables(
             )
         yield Text("")
         yield Text(line, style="bold")
+        why = choice_line(group)
+        if why is not None:
+            yield Text(why)
         for fr in group.fields:
             field_truth = _truth_of(truth, group, fr)
             randomizer = fr.spec.randomizer()
@@ -477,6 +523,7 @@ def table_renderables(
                 yield Text(line)
             for note in screen_notes(fr):
                 yield Text(note, style="bold yellow")
+    yield from trend_renderables(result)
 
 
 def to_table(result: AggregateResult, truth: Truth | None = None, *, width: int = 100) -> str:
@@ -771,6 +818,9 @@ def to_html(
             f'data-period="{_e(group.period)}"><h2>{_e(group.kind)} · {_e(group.period)} '
             f'<span class="meta">n = {group.n:,}</span></h2>{legend}'
         )
+        why = choice_line(group)
+        if why is not None:
+            out.append(f'<p class="note window-choice">{_e(why)}.</p>')
         for fr in group.fields:
             field_truth = _truth_of(truth, group, fr)
             ro = readouts[id(fr)]
@@ -800,6 +850,7 @@ def to_html(
                 f"{_html_field_table(rows, ro, field_truth is not None)}</details></figure>"
             )
         out.append("</section>")
+    out.append(trend_html(result))
     out.append("</body></html>\n")
     return "\n".join(out)
 

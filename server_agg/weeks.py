@@ -1,32 +1,48 @@
-"""``aggregate --weeks W``: estimates pooled over the W ISO weeks ending at ``--period``.
+"""``aggregate --weeks W|auto``: estimates pooled over the weeks ending at ``--period``.
 
-Counting is unchanged (per schema, kind and week); this module keeps the window's weeks, moves
-every other valid report to *excluded*, and pools each field's screened weekly support counts
-with :func:`server_agg.windows.field_window` (the exact pooled variance of one population
-reporting every week). Only aggregates pass here; the one-week view stays the default.
+A project with a thousand weekly users learns little from one week (issue 15). Counting is
+unchanged (per schema, kind and week); this module keeps a window's weeks, moves every other
+valid report to *excluded*, and pools each field's screened weekly support counts with
+:func:`server_agg.windows.field_window` (the exact pooled variance of one population reporting
+every week). ``auto`` (the CLI's default) picks, per (schema, kind), the shortest window of up
+to 12 weeks in which every field's half-width is at most 5 points, and says why; ``--weeks 1``
+keeps the one-week view. Only aggregates pass here.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
+from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
 from ldp.report import parse_period
 from server_agg.marginals import platform_marginals
-from server_agg.windows import field_window
+from server_agg.windows import choose_window, field_window
 
 if TYPE_CHECKING:
     from ldp.schema import Schema
     from server_agg.aggregate import AggregateResult, Counts, FieldResult, GroupResult
 
-__all__ = ["MAX_WEEKS", "Window", "finalize_weeks", "window_periods"]
+__all__ = [
+    "AUTO_WEEKS",
+    "MAX_WEEKS",
+    "TARGET_HALF_WIDTH",
+    "Window",
+    "finalize_weeks",
+    "window_periods",
+]
 
 #: The longest window ``--weeks`` accepts (the issue's default-window search goes this far).
 MAX_WEEKS: Final = 12
+#: ``--weeks auto``: choose the window per (schema, kind) from the data (the CLI's default).
+AUTO_WEEKS: Final = "auto"
+#: ``auto``'s target: every field's largest 95% half-width at most 5 points.
+TARGET_HALF_WIDTH: Final = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,15 +92,6 @@ def window_periods(period: str, weeks: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _in_window(counts: Counts, periods: Sequence[str]) -> Counts:
-    """``counts`` with only the window's groups; the other valid reports become excluded."""
-    from server_agg.aggregate import Counts
-
-    kept = {key: g for key, g in counts.groups.items() if key.period in periods}
-    left_out = sum(g.n for key, g in counts.groups.items() if key.period not in periods)
-    return Counts(counts.read, counts.excluded + left_out, counts.rejects, kept)
-
-
 def _pool_group(
     weekly: Sequence[GroupResult], schema: Schema, consistency: str, level: float
 ) -> tuple[FieldResult, ...]:
@@ -122,55 +129,121 @@ def _pool_group(
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class _Width:
+    """One field's largest unadjusted half-width over a candidate window."""
+
+    name: str
+    half_width: float
+
+
+def _candidates(
+    weekly: Sequence[GroupResult], schema: Schema, last: str, level: float
+) -> dict[int, list[_Width]]:
+    """Per window length W (1..12, no longer than the data reaches back), each field's largest
+    half-width of the unbiased pooled estimate over the weeks present among the W ending at
+    ``last``. Only the standard errors matter here, so no consistency step is run."""
+    from server_agg.trends import pooled_raw
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    earliest = min(g.period for g in weekly)
+    out: dict[int, list[_Width]] = {}
+    for weeks in range(1, MAX_WEEKS + 1):
+        periods = window_periods(last, weeks)
+        present = [g for g in weekly if g.period in periods]
+        if present:
+            widths = []
+            for spec in schema.kind(weekly[0].kind).fields:
+                supports = [g.field(spec.name).support for g in present]
+                n = round(float(np.mean([g.field(spec.name).estimate.n for g in present])))
+                _, std = pooled_raw(spec, supports, n)
+                widths.append(_Width(spec.name, float(z * np.max(std))))
+            out[weeks] = widths
+        if periods[0] <= earliest:
+            break
+    return out
+
+
 def finalize_weeks(
     counts: Counts,
     schemas: Sequence[Schema] | None,
     *,
-    period: str,
-    weeks: int,
+    period: str | None,
+    weeks: int | str,
     consistency: str,
     confidence: float,
+    target: float = TARGET_HALF_WIDTH,
+    trends: bool = True,
     **options: Any,
 ) -> AggregateResult:
-    """Like :func:`server_agg.aggregate.finalize`, pooled over ``weeks`` weeks ending at
-    ``period`` (``options``: finalize's other keywords). One group per (schema, kind), labelled
-    with the window; its ``n`` is the reports in the window, each field's the mean weekly n.
-    The central epsilon after shuffling is per weekly batch and is not shown for a window."""
-    from server_agg.aggregate import GroupResult, finalize, kind_privacy, schema_map
+    """Like :func:`server_agg.aggregate.finalize`, pooled over a window ending at ``period``
+    (the latest week of the data when ``None``); ``options`` are finalize's other keywords.
 
-    window = Window(weeks, window_periods(period, weeks))
+    ``weeks`` is the window length, or ``"auto"``: per (schema, kind), the shortest window of
+    up to 12 weeks in which every field's half-width is ``<= target``
+    (:func:`server_agg.windows.choose_window`; the group's ``choice`` says which and why). One
+    group per (schema, kind), labelled with the weeks it pooled; its ``n`` is the reports in
+    them, each field's the mean weekly n. The central epsilon after shuffling is per weekly
+    batch: shown for a one-week window only. With ``trends``, each group also gets its trend
+    over the same window length (:mod:`server_agg.trends`).
+    """
+    from server_agg.aggregate import GroupResult, finalize, kind_privacy, schema_map
+    from server_agg.trends import group_trend
+
+    auto = weeks == AUTO_WEEKS
+    fixed = None
+    if not auto:
+        if period is None or not isinstance(weeks, int):
+            raise ValueError("a fixed window needs an integer weeks and its last period")
+        fixed = Window(weeks, window_periods(period, weeks))
+    delta = options.get("delta")
     # Each week's estimates, screened as in the one-week view (their consistency is not used).
     screened = finalize(
-        _in_window(counts, window.periods),
-        schemas,
-        consistency="none",
-        confidence=confidence,
-        **{**options, "delta": None},
+        counts, schemas, consistency="none", confidence=confidence, **{**options, "delta": None}
     )
+    last = period or max((g.period for g in screened.groups), default=None)
     by_id = schema_map(schemas)
     by_kind: dict[tuple[str, str], list[GroupResult]] = {}
     for group in screened.groups:
-        by_kind.setdefault((group.schema_id, group.kind), []).append(group)
+        if last is not None and group.period <= last:
+            by_kind.setdefault((group.schema_id, group.kind), []).append(group)
     groups = []
+    found = []
     for (schema_id, kind), weekly in sorted(by_kind.items(), key=lambda item: item[0][::-1]):
+        assert last is not None  # by_kind is empty without a last week (narrows the type)
         weekly.sort(key=lambda g: g.period)
+        schema = by_id[schema_id]
+        choice = None
+        length = weeks
+        if auto:
+            choice = choose_window(_candidates(weekly, schema, last, confidence), target)
+            length = choice.weeks
+        assert isinstance(length, int)
+        periods = window_periods(last, length)
+        pooled = [g for g in weekly if g.period in periods]
+        if not pooled:
+            continue
         # Labelled with the weeks actually pooled (a week without reports is not in them).
-        present = Window(len(weekly), tuple(g.period for g in weekly))
-        fields = _pool_group(weekly, by_id[schema_id], consistency, confidence)
+        present = Window(len(pooled), tuple(g.period for g in pooled))
+        n = sum(g.n for g in pooled)
+        privacy = kind_privacy(schema, kind, n if len(pooled) == 1 else None, delta)
+        fields = _pool_group(pooled, schema, consistency, confidence)
         groups.append(
             GroupResult(
-                schema_id,
-                kind,
-                present.label,
-                sum(g.n for g in weekly),
-                fields,
-                kind_privacy(by_id[schema_id], kind, None, None),
+                schema_id, kind, present.label, n, fields, privacy, window=present, choice=choice
             )
         )
+        if trends:
+            trend = group_trend(weekly, schema, length, end=last)
+            if trend is not None:
+                found.append(trend)
+    pooled_reports = sum(g.n for g in groups)
     return dataclasses.replace(
         screened,
         groups=tuple(groups),
+        excluded=counts.excluded + screened.accepted - pooled_reports,
         consistency=consistency,
-        delta=options.get("delta"),
-        window=window,
+        delta=delta,
+        window=fixed,
+        trends=tuple(found),
     )

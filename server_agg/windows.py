@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,7 @@ from ldp.rankings import Ranking, rank
 from ldp.schema import FieldSpec
 from ldp.significance import Significance, significance
 
-__all__ = ["FieldWindow", "WindowChoice", "choose_window", "field_window"]
+__all__ = ["FieldWindow", "HalfWidth", "WindowChoice", "choose_window", "field_window"]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -117,6 +117,16 @@ def field_window(
     return FieldWindow(spec.name, weeks, share, est, cov, sig, ranking)
 
 
+class HalfWidth(Protocol):
+    """What :func:`choose_window` reads of a field: its name and largest half-width."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def half_width(self) -> float: ...
+
+
 @dataclass(frozen=True)
 class WindowChoice:
     """The window length chosen and the sentence that says why."""
@@ -137,13 +147,13 @@ class WindowChoice:
 
 
 def choose_window(
-    candidates: Mapping[int, Sequence[FieldWindow]], target: float = 0.05
+    candidates: Mapping[int, Sequence[HalfWidth]], target: float = 0.05
 ) -> WindowChoice:
     """The shortest window whose every field has half-width ``<= target``.
 
     ``candidates`` maps a window length W to the fields computed over the last W weeks (for
-    example W = 1, 2, ..., 12). When no window meets the target, the longest one is chosen and
-    the reason says by how much it falls short.
+    example W = 1, 2, ..., 12; :class:`FieldWindow` or any :class:`HalfWidth`). When no window
+    meets the target, the longest one is chosen and the reason says by how much it falls short.
     """
     if not candidates:
         raise ParameterError("candidates must hold at least one window")
@@ -165,6 +175,6 @@ def choose_window(
         longest,
         False,
         widths,
-        f"{longest} weeks, the longest window: no window brings every field within "
-        f"{target:.0%} ({worst} stays at {widths[worst]:.3f})",
+        f"{longest} week(s), the longest window the data allows: no window brings every field "
+        f"within {target:.0%} ({worst} stays at {widths[worst]:.3f})",
     )
