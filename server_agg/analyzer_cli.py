@@ -286,11 +286,19 @@ def simulate(
 
 
 def demo(
-    clients: Annotated[int, typer.Option("--clients", help="Simulated users.", min=1)] = 20_000,
+    clients: Annotated[
+        int, typer.Option("--clients", help="Simulated users in the first week.", min=1)
+    ] = 6_000,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the population.")] = 2026,
     periods: Annotated[
-        int, typer.Option("--periods", help="Consecutive weeks every user reports.", min=1)
-    ] = 1,
+        int,
+        typer.Option(
+            "--periods",
+            help="Consecutive weeks simulated (users arrive along the way: a population shift).",
+            min=1,
+            max=52,
+        ),
+    ] = 6,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Analyzer processes (default: up to 2).")
     ] = None,

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
@@ -31,16 +32,30 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_CLIENTS",
+    "DEFAULT_PERIODS",
     "DEFAULT_SEED",
     "CollectorProcess",
     "DemoError",
     "DemoResult",
     "coverage",
+    "demo_periods",
     "run_demo",
+    "window_truth",
 ]
 
-DEFAULT_CLIENTS: Final = 20_000
+DEFAULT_CLIENTS: Final = 6_000
 DEFAULT_SEED: Final = 2026
+#: Weeks the demo simulates: enough for the window choice and a trend to show something.
+DEFAULT_PERIODS: Final = 6
+#: The demo's population shift: from the second week on, half as many users again arrive (a
+#: Windows package of release 2.0, say), so platform and cli_version trends move.
+DEMO_ARRIVALS: Final = {
+    "share": 0.5,
+    "categorical": {
+        "platform": {"windows-x86_64": 7, "windows-arm64": 1, "linux-x86_64": 2},
+        "cli_version": {"2.0": 1},
+    },
+}
 _READY_TIMEOUT: Final = 30.0
 _STOP_TIMEOUT: Final = 30.0
 _PROJECT_ROOT: Final = Path(__file__).resolve().parent.parent
@@ -179,6 +194,71 @@ def coverage(
     return out
 
 
+def demo_periods(count: int, today: date | None = None) -> tuple[tuple[str, ...], date]:
+    """``count`` consecutive weeks to simulate and the day the analyzer takes for today.
+
+    They end this week, unless that would start before the shipped schema's release (reports
+    dated earlier are implausible, :mod:`server_agg.periods`): then they start at the release
+    and the analyzer is told that today is the last simulated week's Monday."""
+    from ldp.report import period_start
+    from ldp.schema import shipped_schema
+    from server_agg.periods import SCHEMA_RELEASES, iso_week
+    from server_agg.simulate import recent_periods
+
+    day = datetime.now(UTC).date() if today is None else today
+    schema = shipped_schema()
+    release = SCHEMA_RELEASES.get((schema.name, schema.version))
+    last = iso_week(day)
+    if release is not None:
+        earliest_end = period_start(release).date() + timedelta(weeks=count - 1)
+        if earliest_end > day:
+            day = earliest_end
+            last = iso_week(day)
+    return recent_periods(count, last), day
+
+
+def window_truth(
+    population: Population, result: AggregateResult
+) -> dict[tuple[str, str, str], list[float]]:
+    """The population's truth per week, plus per pooled group the truth its estimate is
+    unbiased for: the report-weighted mean of its weeks' frequencies."""
+    truth = population.truth()
+    weights = population.counts()
+    out = dict(truth)
+    for group in result.groups:
+        if group.window is None:
+            continue
+        periods = group.window.periods
+        total = sum(weights[(group.kind, p)] for p in periods)
+        for fr in group.fields:
+            rows = [truth[(group.kind, p, fr.name)] for p in periods]
+            out[(group.kind, group.period, fr.name)] = [
+                sum(weights[(group.kind, p)] * row[i] for p, row in zip(periods, rows, strict=True))
+                / max(total, 1)
+                for i in range(len(rows[0]))
+            ]
+    return out
+
+
+def shift_line(result: AggregateResult, kind: str = "usage", name: str = "platform") -> str | None:
+    """One sentence on how the top value of a field's trend moved, first point to last."""
+    for trend in result.trends:
+        if trend.kind != kind:
+            continue
+        field = trend.field(name)
+        first, last = field.points[0], field.points[-1]
+        lines = []
+        for i in field.top(2):
+            low, high = last.interval(result.confidence)
+            lines.append(
+                f"{field.values[i]} {100 * first.raw[i]:.1f}% ({first.label}) -> "
+                f"{100 * last.raw[i]:.1f}% ({last.label}, interval {100 * low[i]:.1f}%.."
+                f"{100 * high[i]:.1f}%)"
+            )
+        return f"trend of {kind} {name}: " + "; ".join(lines)
+    return None
+
+
 @dataclass(frozen=True)
 class DemoResult:
     """What the demo did, for the command to print and the tests to check."""
@@ -187,6 +267,8 @@ class DemoResult:
     population: Population
     posted: PostStats
     coverage: tuple[FieldCoverage, ...]
+    #: The truth the coverage was measured against (:func:`window_truth`).
+    truth: dict[tuple[str, str, str], list[float]]
     report_path: Path
     collector_exit: int | None
     seconds: float
@@ -196,7 +278,7 @@ def run_demo(
     *,
     clients: int = DEFAULT_CLIENTS,
     seed: int = DEFAULT_SEED,
-    periods: int = 1,
+    periods: int = DEFAULT_PERIODS,
     workers: int | None = None,
     out: Path = Path("demo-report.html"),
     console: Console | None = None,
@@ -206,7 +288,7 @@ def run_demo(
     from server_agg.aggregate import StoreSource, aggregate
     from server_agg.keys import generate, load_private, load_public
     from server_agg.render import table_renderables, to_html
-    from server_agg.simulate import make_population, post_reports, recent_periods
+    from server_agg.simulate import DEFAULT_MODEL, make_population, post_reports
 
     def note(text: str) -> None:
         if say is not None:
@@ -220,14 +302,19 @@ def run_demo(
         keys = generate(root / "keys")
         note(f"analyzer key pair in a temporary directory (fingerprint {keys.fingerprint})")
         store = root / "reports.sqlite"
-        population = make_population(clients, seed=seed, periods=recent_periods(periods))
+        weeks, today = demo_periods(periods)
+        model = {**DEFAULT_MODEL, "arrivals": DEMO_ARRIVALS}
+        population = make_population(clients, seed=seed, model=model, periods=weeks)
         with CollectorProcess(store, keys.public_path) as collector:
             note(f"collector listening on {collector.url} (store {store.name})")
             public = load_public(keys.public_path)
             total = population.report_count()
+            arrived = len(population.users) - clients
+            joined = f", {arrived} more arrive along the way (mostly Windows, 2.0)"
             note(
-                f"{clients} simulated users send {total} reports "
-                f"(real client code: memoized PRR, fresh IRR, HPKE seal, HTTP POST of <= 64)"
+                f"{clients} simulated users report for {len(weeks)} weeks ({weeks[0]}.."
+                f"{weeks[-1]}){joined if arrived else ''}: {total} reports (real client code: "
+                "frozen epochs, HPKE seal, HTTP POST)"
             )
             posted = post_reports(population.sealed(public), collector.url)
             note(
@@ -240,13 +327,18 @@ def run_demo(
         if posted.accepted != total:
             raise DemoError(f"the collector accepted {posted.accepted} of {total} reports")
         result = aggregate(
-            StoreSource(store), load_private(keys.private_path), workers=workers, progress=None
+            StoreSource(store),
+            load_private(keys.private_path),
+            workers=workers,
+            progress=None,
+            weeks="auto",
+            today=today,
         )
         note(
             f"analyzer: {result.accepted} reports decrypted, validated and counted in "
             f"{result.seconds:.1f} s with {workers} worker process(es)"
         )
-    truth = population.truth()
+    truth = window_truth(population, result)
     cover = tuple(coverage(result, truth))
     if console is not None:
         for item in table_renderables(result, truth):
@@ -259,10 +351,16 @@ def run_demo(
         f"truth for {covered}/{values} "
         f"values ({100 * covered / max(values, 1):.1f}%)"
     )
+    for group in result.groups:
+        if group.choice is not None:
+            note(f"{group.kind} window: {group.choice.reason}")
+    shift = shift_line(result)
+    if shift is not None:
+        note(shift)
     note(f"report written to {out}")
     seconds = time.perf_counter() - started
     note(f"demo finished in {seconds:.1f} s")
-    return DemoResult(result, population, posted, cover, out, exit_code, seconds)
+    return DemoResult(result, population, posted, cover, truth, out, exit_code, seconds)
 
 
 def _main(argv: list[str]) -> Any:  # pragma: no cover - debugging entry

@@ -57,7 +57,9 @@ MAX_BATCH: Final = 64
 #: schema lacks count as ``other``). ``sets``: field -> ``sizes`` (number of items -> weight) and
 #: ``items`` (item -> weight for drawing without replacement). ``resample``: fields drawn afresh
 #: every period (the command of the week), the rest are fixed per user. ``errors_share``: the
-#: share of users who also consented to error reports.
+#: share of users who also consented to error reports. ``arrivals`` (a population shift, empty
+#: by default): ``share`` x clients more users join, each at a week drawn uniformly from the
+#: second period on, with ``categorical`` tables replacing the base ones for them.
 DEFAULT_MODEL: Final[Mapping[str, Any]] = {
     "categorical": {
         "cli_version": {
@@ -145,6 +147,7 @@ DEFAULT_MODEL: Final[Mapping[str, Any]] = {
     },
     "resample": ["command", "error_category"],
     "errors_share": 0.5,
+    "arrivals": {},
 }
 
 
@@ -226,7 +229,9 @@ class User:
     """One simulated user: a secret and, per period, the true values of each report kind."""
 
     secret: bytes
-    values: Mapping[str, Sequence[Mapping[str, Any]]]  # kind -> one dict per period
+    #: kind -> one dict per period; ``None`` for a period before the user arrived (the
+    #: model's ``arrivals``).
+    values: Mapping[str, Sequence[Mapping[str, Any] | None]]
 
 
 @dataclass(frozen=True)
@@ -238,8 +243,21 @@ class Population:
     users: tuple[User, ...]
 
     def report_count(self) -> int:
-        """Reports the population sends in all (one per user, kind and period)."""
-        return sum(len(u.values) for u in self.users) * len(self.periods)
+        """Reports the population sends in all (one per user, kind and period present)."""
+        return sum(
+            row is not None for u in self.users for rows in u.values.values() for row in rows
+        )
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """Reports per ``(kind, period)``: the weights of a window's truth (pooled estimates
+        are unbiased for the report-weighted mean of the weeks' frequencies)."""
+        out: dict[tuple[str, str], int] = {}
+        for kind in self.schema.kinds:
+            for p, period in enumerate(self.periods):
+                out[(kind.name, period)] = sum(
+                    kind.name in u.values and u.values[kind.name][p] is not None for u in self.users
+                )
+        return out
 
     def truth(self) -> dict[tuple[str, str, str], list[float]]:
         """Empirical frequencies per ``(kind, period, field)``, one number per domain value."""
@@ -254,7 +272,11 @@ class Population:
         out: dict[tuple[str, str, str], list[float]] = {}
         for kind in self.schema.kinds:
             for p, period in enumerate(self.periods):
-                rows = [u.values[kind.name][p] for u in self.users if kind.name in u.values]
+                rows = [
+                    row
+                    for u in self.users
+                    if kind.name in u.values and (row := u.values[kind.name][p]) is not None
+                ]
                 for spec in kind.fields:
                     counts = [0.0] * spec.d
                     for row in rows:
@@ -282,9 +304,10 @@ class Population:
         for p, period in enumerate(self.periods):
             for user in self.users:
                 for kind, per_period in user.values.items():
-                    report = build_report(
-                        self.schema, kind, period, per_period[p], user.secret, rand
-                    )
+                    row = per_period[p]
+                    if row is None:
+                        continue
+                    report = build_report(self.schema, kind, period, row, user.secret, rand)
                     yield report.padded()
 
     def sealed(self, public_key: X25519PublicKey, rand: RandomSource = SYSTEM) -> Iterator[bytes]:
@@ -324,6 +347,76 @@ def make_population(
     if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
         raise SimulationError(f"errors_share ({share!r}) must be in [0, 1]")
 
+    arrivals = model.get("arrivals") or {}
+    arriving = _arrival_count(arrivals, clients, len(chosen))
+    base = _draws(rng, schema, categorical, sets)
+    joined = (
+        _draws(rng, schema, {**categorical, **arrivals.get("categorical", {})}, sets)
+        if arriving
+        else base
+    )
+    weeks = [week_index(period) for period in chosen]
+    users: list[User] = []
+    for draws, count in ((base, clients), (joined, arriving)):
+        if not count:
+            continue
+        kinds = schema.kinds
+        # Arrivals start at a week drawn uniformly among the second to the last period.
+        starts = [0] * count if draws is base else rng.integers(1, len(chosen), size=count).tolist()
+        # Drawn column-wise (one vectorised call per field) so a big population is quick to make.
+        fixed = {spec.name: draws[spec.name](count) for k in kinds for spec in k.fields}
+        fresh = {
+            spec.name: [draws[spec.name](count) for _ in chosen]
+            for k in kinds
+            for spec in k.fields
+            if spec.name in resample
+        }
+        errors_on = rng.random(count) < share
+        secrets_ = [rng.bytes(32) for _ in range(count)]
+        for u in range(count):
+            start = starts[u]
+            values: dict[str, list[dict[str, Any] | None]] = {}
+            for kind in kinds:
+                if kind.name == "errors" and not errors_on[u]:
+                    continue
+                rows: list[dict[str, Any] | None] = [
+                    None
+                    if p < start
+                    else {
+                        spec.name: fresh[spec.name][p][u]
+                        if spec.name in fresh
+                        else fixed[spec.name][u]
+                        for spec in kind.fields
+                    }
+                    for p in range(len(chosen))
+                ]
+                for spec in kind.fields:
+                    _freeze(rows, spec.name, spec.epoch_weeks, secrets_[u], weeks)
+                values[kind.name] = rows
+            users.append(User(secrets_[u], values))
+    return Population(schema, chosen, tuple(users))
+
+
+def _arrival_count(arrivals: Mapping[str, Any], clients: int, periods: int) -> int:
+    """How many users the model's ``arrivals`` add (none with a single period)."""
+    if not arrivals:
+        return 0
+    share = arrivals.get("share", 0.0)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 10:
+        raise SimulationError(f"arrivals.share ({share!r}) must be in [0, 10]")
+    tables = arrivals.get("categorical", {})
+    if not isinstance(tables, Mapping):
+        raise SimulationError("arrivals.categorical must map fields to value weights")
+    return round(share * clients) if periods > 1 else 0
+
+
+def _draws(
+    rng: np.random.Generator,
+    schema: Schema,
+    categorical: Mapping[str, Any],
+    sets: Mapping[str, Any],
+) -> dict[str, Callable[[int], list[Any]]]:
+    """One vectorised draw per field of ``schema``: its model table, or uniform without one."""
     draws: dict[str, Callable[[int], list[Any]]] = {}
     for kind in schema.kinds:
         for spec in kind.fields:
@@ -337,51 +430,26 @@ def make_population(
                     "items": {v: 1 for v in spec.domain},
                 }
                 draws[spec.name] = _set_draw(rng, spec_model, spec.name, len(spec.domain))
-
-    kinds = schema.kinds
-    # Drawn column-wise (one vectorised call per field) so a big population is quick to make.
-    fixed = {spec.name: draws[spec.name](clients) for k in kinds for spec in k.fields}
-    fresh = {
-        spec.name: [draws[spec.name](clients) for _ in chosen]
-        for k in kinds
-        for spec in k.fields
-        if spec.name in resample
-    }
-    errors_on = rng.random(clients) < share
-    secrets_ = [rng.bytes(32) for _ in range(clients)]
-    weeks = [week_index(period) for period in chosen]
-    users = []
-    for u in range(clients):
-        values: dict[str, list[dict[str, Any]]] = {}
-        for kind in kinds:
-            if kind.name == "errors" and not errors_on[u]:
-                continue
-            rows: list[dict[str, Any]] = [
-                {
-                    spec.name: fresh[spec.name][p][u] if spec.name in fresh else fixed[spec.name][u]
-                    for spec in kind.fields
-                }
-                for p in range(len(chosen))
-            ]
-            for spec in kind.fields:
-                _freeze(rows, spec.name, spec.epoch_weeks, secrets_[u], weeks)
-            values[kind.name] = rows
-        users.append(User(secrets_[u], values))
-    return Population(schema, chosen, tuple(users))
+    return draws
 
 
 def _freeze(
-    rows: list[dict[str, Any]], name: str, epoch_weeks: int | None, secret: bytes, weeks: list[int]
+    rows: Sequence[dict[str, Any] | None],
+    name: str,
+    epoch_weeks: int | None,
+    secret: bytes,
+    weeks: list[int],
 ) -> None:
     """What a real client reports in an epoch field is its value of the epoch's first week
-    (``ldp.epochs``): give every later week of the epoch that value, so the population's truth
-    is what the reports are unbiased for."""
+    it reports in (``ldp.epochs``): give every later week of the epoch that value, so the
+    population's truth is what the reports are unbiased for."""
     if epoch_weeks is None:
         return
     offset = epoch_offset(secret, name, epoch_weeks)
     first: dict[int, Any] = {}
     for row, week in zip(rows, weeks, strict=True):
-        row[name] = first.setdefault(epoch_index(week, offset, epoch_weeks), row[name])
+        if row is not None:
+            row[name] = first.setdefault(epoch_index(week, offset, epoch_weeks), row[name])
 
 
 def _categorical_draw(

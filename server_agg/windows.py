@@ -147,13 +147,21 @@ class WindowChoice:
 
 
 def choose_window(
-    candidates: Mapping[int, Sequence[HalfWidth]], target: float = 0.05
+    candidates: Mapping[int, Sequence[HalfWidth]],
+    target: float = 0.05,
+    *,
+    tolerance: float = 0.05,
 ) -> WindowChoice:
     """The shortest window whose every field has half-width ``<= target``.
 
     ``candidates`` maps a window length W to the fields computed over the last W weeks (for
     example W = 1, 2, ..., 12; :class:`FieldWindow` or any :class:`HalfWidth`). When no window
-    meets the target, the longest one is chosen and the reason says by how much it falls short.
+    meets the target, waiting longer is worth it only while it narrows some interval: the
+    choice is then the shortest window in which every field's half-width is within
+    ``tolerance`` (relative) of what the longest window gives it, and the reason says which
+    field falls short and by how much. (A field memoized for a year, like v2's ``modules``,
+    hardly narrows with pooling; without this rule it would drag every small project's answer
+    to the longest window, weeks behind, for nothing.)
     """
     if not candidates:
         raise ParameterError("candidates must hold at least one window")
@@ -169,12 +177,22 @@ def choose_window(
                 f"<= {target:.0%} (widest: {widest}, {widths[widest]:.3f})",
             )
     longest = max(candidates)
-    widths = {f.name: f.half_width for f in candidates[longest]}
-    worst = max(widths, key=widths.__getitem__)
+    best = {f.name: f.half_width for f in candidates[longest]}
+    worst = max(best, key=best.__getitem__)
+    for weeks in sorted(candidates):
+        widths = {f.name: f.half_width for f in candidates[weeks]}
+        if all(widths[name] <= (1 + tolerance) * best[name] for name in best):
+            break
+    tail = (
+        ""
+        if weeks == longest
+        else f"; {weeks} week(s) already come within {tolerance:.0%} of it for every field"
+    )
     return WindowChoice(
-        longest,
+        weeks,
         False,
         widths,
-        f"{longest} week(s), the longest window the data allows: no window brings every field "
-        f"within {target:.0%} ({worst} stays at {widths[worst]:.3f})",
+        f"{weeks} week(s): no window up to {longest} week(s) (as far as the data reaches) "
+        f"brings every field within {target:.0%} ({worst} stays at {best[worst]:.3f} over "
+        f"{longest} week(s)){tail}",
     )
