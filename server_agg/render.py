@@ -563,6 +563,9 @@ svg .grid { stroke: var(--line); stroke-width: 1; }
 svg .bar { fill: var(--bar); } svg .bar.weak { fill: var(--bar-weak); }
 svg .whisker { stroke: var(--ink); stroke-width: 1.5; }
 svg .truth { fill: var(--truth); }
+.trend-grid { display: flex; flex-wrap: wrap; gap: 4px 20px; }
+figure.trend { margin: 4px 0 8px; width: 440px; max-width: 100%; }
+figure.trend h3 { margin: 8px 0 2px; font-size: 0.95rem; }
 details { margin: 4px 0 12px; } summary { cursor: pointer; color: var(--muted); }
 .legend span { margin-right: 16px; } .sw { display: inline-block; width: 12px; height: 12px;
   vertical-align: -1px; margin-right: 4px; border-radius: 2px; }

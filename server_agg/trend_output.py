@@ -118,7 +118,7 @@ def _svg(kind: str, field: FieldTrend, level: float) -> str:
     shown = field.top(TOP_VALUES)
     intervals = [p.interval(level) for p in field.points]
     ymax = _nice_top([intervals[t][1][i] for t in range(len(field.points)) for i in shown])
-    left, right, top, bottom, width, height = 44, 12, 10, 24, 460, 170
+    left, right, top, bottom, width, height = 44, 12, 10, 24, 440, 170
     plot_w, plot_h = width - left - right, height - top - bottom
     count = len(field.points)
 
@@ -157,7 +157,7 @@ def _svg(kind: str, field: FieldTrend, level: float) -> str:
         parts.append(
             f'<g class="series" data-value="{_e(field.values[i])}">'
             f'<polygon class="band" points="{upper} {lower}" fill="{colour}" '
-            'fill-opacity="0.15" stroke="none"/>'
+            'fill-opacity="0.12" stroke="none"/>'
             f'<polyline class="line" points="{line}" fill="none" stroke="{colour}" '
             'stroke-width="2"/>'
         )
@@ -191,6 +191,7 @@ def trend_html(result: AggregateResult) -> str:
             f'<div class="trend-group" data-kind="{_e(trend.kind)}">'
             f'<p class="note">{_e(trend.sentence[:1].upper() + trend.sentence[1:])}; the '
             f"{TOP_VALUES} values with the largest latest estimate are drawn.</p>"
+            '<div class="trend-grid">'
         )
         for field in trend.fields:
             out.append(
@@ -198,6 +199,6 @@ def trend_html(result: AggregateResult) -> str:
                 f'data-field="{_e(field.field)}"><h3>{_e(trend.kind)} · {_e(field.field)}</h3>'
                 f"{_svg(trend.kind, field, result.confidence)}</figure>"
             )
-        out.append("</div>")
+        out.append("</div></div>")
     out.append("</section>")
     return "".join(out)

@@ -127,11 +127,11 @@ class GroupTrend:
     @property
     def sentence(self) -> str:
         """What a point is, for every format to print."""
-        span = "week by week" if self.weeks == 1 else f"window by window ({self.weeks} weeks)"
+        span = "week by week" if self.weeks == 1 else f"window by window over {self.weeks} weeks"
         tail = "" if self.weeks == 1 else "; consecutive points share weeks, so they move together"
         return (
-            f"trend ({self.kind}, {span}): each point is the unbiased estimate with its interval, "
-            f"no consistency step, so points compare like with like{tail}"
+            f"trend of {self.kind}, {span}: each point is the unbiased estimate with its "
+            f"interval, no consistency step, so points compare like with like{tail}"
         )
 
     def field(self, name: str) -> FieldTrend:
