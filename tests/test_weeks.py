@@ -119,7 +119,7 @@ class TestEveryFormatSaysTheWindow:
         assert doc["window"]["weeks"] == 3
         assert doc["window"]["periods"] == list(PERIODS[1:])
         rows = list(csv.DictReader(io.StringIO(to_csv(POOLED))))
-        assert {r["weeks"] for r in rows} == {"3"}
+        assert {r["weeks"] for r in rows if r["view"] == "estimate"} == {"3"}
         assert "window: 3 ISO weeks 2026-W47..2026-W49, pooled" in to_table(POOLED, width=200)
         assert "Window: 3 ISO weeks 2026-W47..2026-W49, pooled" in to_html(POOLED)
 
@@ -129,5 +129,73 @@ class TestEveryFormatSaysTheWindow:
         assert len(weekly.groups) == 2 * len(PERIODS)
         assert to_dict(weekly)["window"]["weeks"] == 1
         assert {r["weeks"] for r in csv.DictReader(io.StringIO(to_csv(weekly)))} == {"1"}
+        assert weekly.groups[0].window is None and weekly.groups[0].choice is None
         assert "window: one ISO week per group" in to_table(weekly, width=200)
         assert "Window: one ISO week per group" in to_html(weekly)
+
+
+AUTO = finish(COUNTS, None, period=None, weeks="auto", **OPTIONS)
+
+
+class TestAutoWindow:
+    """--weeks auto: per (schema, kind), the window choose_window picks, said in every format."""
+
+    def test_each_group_says_which_window_and_why(self) -> None:
+        """Every group carries its choice; its window is the choice's length ending at the
+        latest week of the data, and its estimates are those of that fixed window."""
+        assert {g.kind for g in AUTO.groups} == {"usage", "errors"}
+        for group in AUTO.groups:
+            choice = group.choice
+            assert choice is not None and group.window is not None
+            assert group.window.periods == window_periods(PERIODS[-1], choice.weeks)
+            fixed = finish(COUNTS, None, period=PERIODS[-1], weeks=choice.weeks, **OPTIONS)
+            same = fixed.group(group.kind, group.period)
+            for fr, expected in zip(group.fields, same.fields, strict=True):
+                np.testing.assert_array_equal(fr.estimate.raw, expected.estimate.raw)
+                np.testing.assert_array_equal(fr.estimate.freq, expected.estimate.freq)
+        assert AUTO.accepted + AUTO.excluded == COUNTS.accepted
+
+    def test_the_choice_follows_the_rule(self) -> None:
+        """Recomputed with field_window: at n = 400 no window reaches 5 points, so the choice
+        is the shortest window within 5% of the longest's half-width for every field."""
+        group = AUTO.group("usage")
+        assert group.choice is not None and not group.choice.met
+        widths = {}
+        for weeks in range(1, len(PERIODS) + 1):
+            periods = window_periods(PERIODS[-1], weeks)
+            keys = [GroupKey(group.schema_id, "usage", p) for p in periods]
+            n = round(float(np.mean([COUNTS.groups[k].n for k in keys])))
+            widths[weeks] = {
+                fr.name: field_window(
+                    fr.spec, [COUNTS.groups[k].support[fr.name] for k in keys], n
+                ).half_width
+                for fr in group.fields
+                if fr.derived_from is None
+            }
+        longest = widths[len(PERIODS)]
+        expected = min(
+            w
+            for w, ws in widths.items()
+            if all(ws[name] <= 1.05 * longest[name] for name in longest)
+        )
+        assert group.choice.weeks == expected
+        for name, width in group.choice.half_widths.items():
+            assert width == pytest.approx(widths[expected][name], rel=1e-9)
+        assert "no window up to 4 week(s)" in group.choice.reason
+
+    def test_every_format_says_it(self) -> None:
+        """JSON names auto and each group's choice; table and page print the reason."""
+        doc = to_dict(AUTO)
+        assert doc["window"]["weeks"] == "auto"
+        assert "chosen per kind" in doc["window"]["sentence"]
+        for group in doc["groups"]:
+            assert group["window_choice"]["reason"]
+            assert group["window"]["periods"]
+        reason = AUTO.group("usage").choice.reason  # type: ignore[union-attr]
+        assert f"usage window: {reason}" in to_table(AUTO, width=400)
+        assert f"usage window: {reason}" in to_html(AUTO)
+
+    def test_bad_weeks_are_refused(self) -> None:
+        """Anything but auto or 1..12 is an AggregateError naming both."""
+        with pytest.raises(AggregateError, match="'auto' or an integer in"):
+            finish(COUNTS, None, period=None, weeks="soon", **OPTIONS)

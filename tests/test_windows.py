@@ -85,3 +85,27 @@ class TestChooseWindow:
         """No candidate windows is an error."""
         with pytest.raises(ParameterError):
             choose_window({})
+
+
+class _W:
+    """A HalfWidth without a field behind it, to state the rule's arithmetic."""
+
+    def __init__(self, name: str, half_width: float) -> None:
+        self.name = name
+        self.half_width = half_width
+
+
+class TestChooseWindowTolerance:
+    """Without a window meeting the target, stop where waiting no longer narrows anything."""
+
+    def test_stops_within_tolerance_of_the_longest(self) -> None:
+        """a narrows to 0.085 at 4 weeks; 0.086 at 3 is within 5% of it, 0.09 at 2 is not;
+        b (a year-long memo) never narrows and does not hold the answer back."""
+        candidates = {
+            w: [_W("a", a), _W("b", 0.2)] for w, a in ((1, 0.1), (2, 0.09), (3, 0.086), (4, 0.085))
+        }
+        choice = choose_window(candidates)
+        assert choice.weeks == 3 and not choice.met
+        assert "b stays at 0.200 over 4 week(s)" in choice.reason
+        assert "3 week(s) already come within 5%" in choice.reason
+        assert choose_window(candidates, tolerance=0.0).weeks == 4
