@@ -42,8 +42,14 @@ class TestDemo:
         """run_demo returns the posted counts, the per-field coverage and a stopped collector."""
         lines: list[str] = []
         demo = run_demo(clients=300, seed=7, workers=1, out=tmp_path / "r.html", say=lines.append)
+        # Six weeks with arrivals; --weeks auto pools a window per kind ending at the last
+        # week, and the other weeks' reports are excluded, not lost.
+        assert len(demo.population.periods) == 6
+        assert len(demo.population.users) > 300
         assert demo.posted.accepted == demo.population.report_count()
-        assert demo.result.accepted == demo.population.report_count()
+        assert demo.result.accepted + demo.result.excluded == demo.population.report_count()
+        assert all(g.choice is not None for g in demo.result.groups)
+        assert {t.kind for t in demo.result.trends} == {"usage", "errors"}
         assert demo.collector_exit in (0, -15)
         assert {c.field for c in demo.coverage} == {
             "cli_version",
@@ -56,9 +62,9 @@ class TestDemo:
         }
         # 10 + 13 platform pairs + 5 os + 7 arch + 14 + 8 + 11 values.
         assert sum(c.values for c in demo.coverage) == 68
-        assert coverage(demo.result, demo.population.truth()) == list(demo.coverage)
+        assert coverage(demo.result, demo.truth) == list(demo.coverage)
         # Coverage is of the intervals around the unbiased estimate, not the shown (auto) one.
-        truth = demo.population.truth()
+        truth = demo.truth
         for c in demo.coverage:
             fr = demo.result.group(c.kind, c.period).field(c.field)
             low, high = fr.estimate.ci(0.95, raw=True)
@@ -67,6 +73,8 @@ class TestDemo:
                 lo <= t <= hi for lo, t, hi in zip(low, values, high, strict=True)
             )
         assert any(line.startswith("demo finished in") for line in lines)
+        assert any(line.startswith("usage window: ") for line in lines)
+        assert any(line.startswith("trend of usage platform: ") for line in lines)
 
 
 class TestCollectorProcess:
@@ -88,3 +96,52 @@ class TestCollectorProcess:
         """A collector that cannot start (store in a missing directory) is a DemoError with why."""
         with pytest.raises(DemoError, match="the collector did not start"):
             CollectorProcess(tmp_path / "missing" / "s.sqlite").start()
+
+
+class TestDemoWeeks:
+    """The demo's weeks and the truth its pooled estimates are compared with."""
+
+    def test_periods_start_no_earlier_than_the_release(self) -> None:
+        """Six weeks from v2's release week (2026-W50) end in 2027-W02, and the analyzer is told
+        that today is that week's Monday; later, the weeks simply end this week."""
+        from datetime import date
+
+        from server_agg.demo import demo_periods
+
+        weeks, today = demo_periods(6, date(2026, 12, 7))
+        assert weeks == ("2026-W50", "2026-W51", "2026-W52", "2026-W53", "2027-W01", "2027-W02")
+        assert today == date(2027, 1, 11)
+        later, same = demo_periods(3, date(2027, 6, 2))
+        assert later == ("2027-W20", "2027-W21", "2027-W22") and same == date(2027, 6, 2)
+
+    def test_window_truth_is_the_report_weighted_mean(self) -> None:
+        """A pooled group's truth is the share of all its window's reports with each value
+        (counted here straight from the users' rows)."""
+        import numpy as np
+
+        from server_agg.aggregate import count_plaintexts, finish
+        from server_agg.demo import DEMO_ARRIVALS, window_truth
+        from server_agg.simulate import DEFAULT_MODEL, GeneratorSource, make_population
+
+        periods = ("2026-W50", "2026-W51", "2026-W52")
+        model = {**DEFAULT_MODEL, "arrivals": DEMO_ARRIVALS}
+        population = make_population(200, seed=5, model=model, periods=periods)
+        reports = list(population.reports(GeneratorSource(np.random.default_rng(6))))
+        result = finish(
+            count_plaintexts(reports),
+            None,
+            period=periods[-1],
+            weeks=3,
+            consistency="none",
+            confidence=0.95,
+            delta=None,
+        )
+        truth = window_truth(population, result)
+        spec = population.schema.kind("usage").field("platform")
+        rows = [row for u in population.users for row in u.values["usage"] if row is not None]
+        direct = [sum(r["platform"] == v for r in rows) / len(rows) for v in spec.domain]
+        label = result.group("usage").period
+        assert label == "2026-W50..2026-W52"
+        np.testing.assert_allclose(truth[("usage", label, "platform")], direct, rtol=1e-12)
+        # The weeks differ (users arrive), so the pooled truth is not any one week's.
+        assert truth[("usage", periods[0], "platform")] != direct

@@ -4,6 +4,7 @@ the HTML report is self-contained with one chart per field and period, the table
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -24,6 +25,14 @@ SEALED = [seal(p, PUBLIC) for p in POPULATION.reports(GeneratorSource(np.random.
 GARBAGE = [b"\x00" * 60, b"\x01" * 70]
 RESULT: AggregateResult = aggregate(MemorySource(SEALED + GARBAGE), PRIVATE, delta=1e-6)
 TRUTH = POPULATION.truth()
+
+
+def _answer_rows(text: str) -> list[dict[str, str]]:
+    """The CSV's rows of the answer (``view`` = ``estimate``); the trend rows after them are
+    tested in tests/test_trends.py."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert {r["view"] for r in rows} <= {"estimate", "trend"}
+    return [r for r in rows if r["view"] == "estimate"]
 
 
 def _items_per_group(result: AggregateResult) -> int:
@@ -95,7 +104,7 @@ class TestCsv:
 
     def test_header_and_rows(self) -> None:
         """Header equals CSV_COLUMNS; rows cover every value; numbers round-trip."""
-        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        rows = _answer_rows(to_csv(RESULT))
         assert list(rows[0]) == list(CSV_COLUMNS)
         assert len(rows) == _items_per_group(RESULT)
         usage = RESULT.group("usage", PERIODS[1])
@@ -134,7 +143,7 @@ class TestHtml:
         page = to_html(RESULT, TRUTH)
         parser = _Collector()
         parser.feed(page)
-        charts = [a for t, a in parser.tags if t == "svg"]
+        charts = [a for t, a in parser.tags if t == "svg" and a.get("class") == "field-chart"]
         expected = {(g.kind, g.period, fr.name) for g in RESULT.groups for fr in g.fields}
         found = {(a["data-kind"], a["data-period"], a["data-field"]) for a in charts}
         assert found == expected
@@ -256,7 +265,7 @@ class TestSignificanceAgreesWithPicture:
 
     def test_csv_verdict_is_the_interval(self) -> None:
         """CSV: the significant column is true exactly when interval_low is above 0."""
-        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        rows = _answer_rows(to_csv(RESULT))
         assert {r["significance_rule"] for r in rows} == {"bonferroni"}
         for r in rows:
             assert (r["significant"] == "true") == (float(r["interval_low"]) > 0)
@@ -264,7 +273,8 @@ class TestSignificanceAgreesWithPicture:
     def test_table_verdict_is_the_printed_interval(self) -> None:
         """Table: "yes" exactly when the printed interval's low end is above 0; one sentence
         per field says what significant means."""
-        text = to_table(RESULT, TRUTH, width=160)
+        # Without the trend tables (tests/test_trends.py), whose rows have no verdict column.
+        text = to_table(dataclasses.replace(RESULT, trends=()), TRUTH, width=160)
         rows = [
             [c.strip() for c in line.strip("│").split("│")]
             for line in text.splitlines()
@@ -353,7 +363,7 @@ class TestRanking:
 
     def test_csv_table_and_html_show_it(self) -> None:
         """CSV has p_top3 per value; the table and the page list the ranking per field."""
-        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        rows = _answer_rows(to_csv(RESULT))
         doc = to_dict(RESULT)
         expected = [i["p_top3"] for g in doc["groups"] for f in g["fields"] for i in f["items"]]
         np.testing.assert_allclose([float(r["p_top3"]) for r in rows], expected, rtol=1e-5)
@@ -393,7 +403,7 @@ class TestConsistencyChoice:
 
     def test_csv_table_and_html_say_it_per_field(self) -> None:
         """CSV has the step and note per row; the table and the page one line per field."""
-        rows = list(csv.DictReader(io.StringIO(to_csv(RESULT))))
+        rows = _answer_rows(to_csv(RESULT))
         steps = {(r["period"], r["field"]): r["consistency_step"] for r in rows}
         for group in RESULT.groups:
             for fr in group.fields:

@@ -267,3 +267,55 @@ class TestPosting:
         )
         assert result.exit_code == 1
         assert "cannot post to" in result.output
+
+
+ARRIVALS_MODEL = {
+    **DEFAULT_MODEL,
+    "arrivals": {"share": 0.5, "categorical": {"platform": {"windows-x86_64": 1}}},
+}
+
+
+class TestArrivals:
+    """The model's arrivals: more users join from the second week on (a population shift)."""
+
+    MODEL = ARRIVALS_MODEL
+    PERIODS = ("2026-W50", "2026-W51", "2026-W52", "2026-W53")
+
+    def test_arrivals_join_later_with_their_own_tables(self) -> None:
+        """100 users join 200; each sends nothing before its week (from the second on) and then
+        every week, with the arrivals' platform table."""
+        population = make_population(200, seed=9, model=self.MODEL, periods=self.PERIODS)
+        arrived = population.users[200:]
+        assert len(arrived) == 100
+        starts = set()
+        for user in arrived:
+            rows = user.values["usage"]
+            start = next(i for i, row in enumerate(rows) if row is not None)
+            starts.add(start)
+            assert all(row is None for row in rows[:start])
+            assert all(row is not None for row in rows[start:])
+            assert {row["platform"] for row in rows[start:] if row is not None} == {
+                "windows-x86_64"
+            }
+        assert starts == {1, 2, 3}
+        assert all(row is not None for u in population.users[:200] for row in u.values["usage"])
+
+    def test_counts_and_reports_agree(self) -> None:
+        """report_count() is the number of reports built, and counts() splits it by week."""
+        population = make_population(60, seed=10, model=self.MODEL, periods=self.PERIODS)
+        built = list(population.reports(GeneratorSource(np.random.default_rng(11))))
+        assert len(built) == population.report_count() == sum(population.counts().values())
+        usage = [population.counts()[("usage", p)] for p in self.PERIODS]
+        assert usage[0] == 60 and usage == sorted(usage) and usage[-1] == 90
+
+    def test_the_base_population_is_unchanged(self) -> None:
+        """With arrivals, the first users are drawn exactly as without them (same seed)."""
+        plain = make_population(50, seed=12, periods=self.PERIODS)
+        shifted = make_population(50, seed=12, model=self.MODEL, periods=self.PERIODS)
+        assert [u.values for u in plain.users] == [u.values for u in shifted.users[:50]]
+
+    def test_bad_share_is_refused(self) -> None:
+        """A share outside [0, 10] is a SimulationError naming it."""
+        bad = {**DEFAULT_MODEL, "arrivals": {"share": -1}}
+        with pytest.raises(SimulationError, match=r"arrivals.share \(-1\)"):
+            make_population(10, seed=1, model=bad, periods=self.PERIODS)
