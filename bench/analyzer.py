@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.results import machine_line, write_section  # noqa: E402  # needs ROOT on the path
 from ldp.envelope import generate_keypair, open_sealed, seal  # noqa: E402
-from server_agg.aggregate import StoreSource, _start_method, aggregate  # noqa: E402
+from server_agg.aggregate import StoreSource, aggregate  # noqa: E402
+from server_agg.aggregate.workers import _start_method  # noqa: E402
 from server_agg.simulate import make_population  # noqa: E402
 from server_agg.store import Store  # noqa: E402
 

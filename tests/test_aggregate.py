@@ -31,10 +31,12 @@ from server_agg.aggregate import (
     count_ciphertexts,
     count_plaintexts,
     count_source,
+    counting,
     finalize,
     kind_privacy,
     reject_reason,
 )
+from server_agg.aggregate.workers import _start_method
 from server_agg.export import export
 from server_agg.simulate import GeneratorSource, make_population
 from server_agg.store import Store, StoreError
@@ -203,7 +205,7 @@ class TestGarbage:
         def broken(data: bytes, schemas: object) -> object:
             raise RuntimeError("decoder bug")
 
-        monkeypatch.setattr(agg, "decode_report", broken)
+        monkeypatch.setattr(counting, "decode_report", broken)
         counts = count_plaintexts([b"{}", b"[]", VALID[0]])
         assert counts.rejects == Counter({"internal": 2})
         assert counts.accepted == 1  # a canonical report never reaches the strict decoder
@@ -215,13 +217,13 @@ class TestFastPath:
     def test_valid_reports_skip_the_strict_decoder(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """Canonical valid reports are counted without calling decode_report at all."""
         calls = Counter[str]()
-        real = agg.decode_report
+        real = counting.decode_report
 
         def spy(data: bytes, schemas: Any) -> Any:
             calls["n"] += 1
             return real(data, schemas)
 
-        monkeypatch.setattr(agg, "decode_report", spy)
+        monkeypatch.setattr(counting, "decode_report", spy)
         counts = count_plaintexts(VALID)
         assert counts.accepted == len(VALID)
         assert calls["n"] == 0
@@ -265,19 +267,19 @@ class TestFastPath:
         """A chunk of valid reports (two kinds, two periods) never goes report by report, and
         counts exactly what the strict decoder counts, with and without filters."""
         calls = Counter[str]()
-        real = agg._fast_parse
+        real = counting._fast_parse
 
         def spy(data: bytes, schemas: Any) -> Any:
             calls["n"] += 1
             return real(data, schemas)
 
         mixed = _plaintexts(80, seed=5, periods=(PERIOD, "2026-W51"))
-        monkeypatch.setattr(agg, "_fast_parse", spy)
+        monkeypatch.setattr(counting, "_fast_parse", spy)
         assert count_plaintexts(mixed).to_plain() == _reference(mixed)
         filtered = count_plaintexts(mixed, kind="usage", period="2026-W51").to_plain()
         assert calls["n"] == 0
         # The same filters on the report-by-report path give the same counts.
-        monkeypatch.setattr(agg, "_count_chunk", lambda *args: None)
+        monkeypatch.setattr(counting, "_count_chunk", lambda *args: None)
         assert count_plaintexts(mixed, kind="usage", period="2026-W51").to_plain() == filtered
         assert calls["n"] == len(mixed)
         assert filtered["excluded"] == len(mixed) - 80
@@ -363,7 +365,7 @@ class TestCounts:
         thread = threading.Thread(target=stop.wait)
         thread.start()
         try:
-            assert agg._start_method() == "forkserver"
+            assert _start_method() == "forkserver"
             two = count_source(MemorySource(SEALED), PRIVATE, workers=2, chunk_size=40)
         finally:
             stop.set()
