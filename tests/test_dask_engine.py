@@ -98,6 +98,28 @@ class TestDaskEngine:
                 np.testing.assert_array_equal(a.estimate.freq, b.estimate.freq)
                 np.testing.assert_array_equal(a.estimate.std, b.estimate.std)
 
+    @pytest.mark.parametrize(("weeks", "period"), [("auto", None), (2, PERIODS[-1])])
+    def test_windows_and_trends_equal_local_engine(
+        self, client: Any, exported: dict[str, Path], weeks: int | str, period: str | None
+    ) -> None:
+        """--weeks auto and --weeks 2 pool the same windows, with the same choices, estimates
+        and trends, on both engines."""
+        private = load_private(exported["keys"])
+        options: dict[str, Any] = {"delta": None, "weeks": weeks, "period": period}
+        local = aggregate(StoreSource(exported["store"]), private, **options)
+        on_dask = dask_aggregate(exported["parquet"], exported["keys"], client=client, **options)
+        assert [(g.kind, g.period, g.n, g.window, g.choice) for g in on_dask.groups] == [
+            (g.kind, g.period, g.n, g.window, g.choice) for g in local.groups
+        ]
+        assert all(g.window is not None and len(g.window.periods) >= 1 for g in local.groups)
+        assert (on_dask.excluded, on_dask.window) == (local.excluded, local.window)
+        for mine, theirs in zip(on_dask.groups, local.groups, strict=True):
+            for a, b in zip(mine.fields, theirs.fields, strict=True):
+                assert a.support == b.support
+                np.testing.assert_array_equal(a.estimate.freq, b.estimate.freq)
+                np.testing.assert_array_equal(a.estimate.std, b.estimate.std)
+        assert on_dask.trends == local.trends and len(local.trends) == 2
+
     def test_cli_on_a_scheduler_address(self, client: Any, exported: dict[str, Path]) -> None:
         """``aggregate --engine dask --scheduler ADDR`` prints the same JSON numbers as local."""
         import json
@@ -126,6 +148,9 @@ class TestDaskEngine:
         assert a["engine"] == "dask" and b["engine"] == "local"
         assert a["reports"] == b["reports"]
         assert a["groups"] == b["groups"]
+        # The default window is auto on both, with the same choices and trends.
+        assert a["window"]["weeks"] == b["window"]["weeks"] == "auto"
+        assert a["trends"] == b["trends"] != []
 
     def test_dask_needs_parquet(self, exported: dict[str, Path]) -> None:
         """The Dask engine refuses a SQLite store with a one-line error saying what to do."""

@@ -124,6 +124,14 @@ class TestThroughCollector:
         assert window["weeks"] == 2 and window["periods"][-1] == PERIOD
         alone = runner.invoke(app, [*base, "--weeks", "2"])
         assert alone.exit_code == 1 and "needs period" in alone.output
+        for bad in ("13", "0", "soon"):
+            refused = runner.invoke(app, [*base, "--weeks", bad])
+            assert refused.exit_code == 1 and len(refused.output.strip().splitlines()) == 1
+            assert f"--weeks ('{bad}') must be auto or an integer in [1, 12]" in refused.output
+        # The default is auto: each kind's window and why, in the JSON.
+        auto = json.loads(runner.invoke(app, [*base, "--format", "json"]).stdout)
+        assert auto["window"]["weeks"] == "auto"
+        assert all(g["window_choice"]["reason"] for g in auto["groups"])
 
         csv_out = runner.invoke(app, [*base, "--format", "csv", "--period", PERIOD])
         assert csv_out.exit_code == 0, csv_out.output
