@@ -190,7 +190,48 @@ def group_trend(
                 )
             )
         fields.append(FieldTrend(spec.name, tuple(spec.domain), tuple(trend_points)))
+        fields.extend(_marginal_trends(spec, trend_points))
     return GroupTrend(first.schema_id, first.kind, weeks, tuple(fields))
+
+
+def _marginal_trends(spec: FieldSpec, points: Sequence[TrendPoint]) -> list[FieldTrend]:
+    """v2's os and arch trends from the platform points: sums of cells, with the standard error
+    ``sqrt(diag(A C A^T))`` of the pooled platform covariance C (as the answer's marginals)."""
+    from ldp.covariance import frequency_covariance
+    from server_agg.marginals import DERIVED_FROM, groups_of
+
+    randomizer: Any = spec.randomizer()
+    if spec.name != DERIVED_FROM or randomizer.mechanism != "ss":
+        return []
+    out = []
+    for part, name in ((0, "os"), (1, "arch")):
+        groups = groups_of(spec.domain, part)
+        a = np.zeros((len(groups), spec.d))
+        for row, members in enumerate(groups.values()):
+            a[row, members] = 1.0
+        derived = []
+        for point in points:
+            weeks = len(point.periods)
+            raw = np.asarray(point.raw)
+            cov = frequency_covariance(
+                randomizer,
+                point.n,
+                np.clip(raw, 0.0, 1.0),
+                weeks=weeks,
+                share=epoch_pair_share(spec.epoch_weeks, weeks),
+            )
+            std = np.sqrt(np.clip(np.diag(a @ cov @ a.T), 0.0, None))
+            derived.append(
+                TrendPoint(
+                    point.end,
+                    point.periods,
+                    point.n,
+                    tuple(float(x) for x in a @ raw),
+                    tuple(float(x) for x in std),
+                )
+            )
+        out.append(FieldTrend(name, tuple(groups), tuple(derived)))
+    return out
 
 
 def week_trends(
