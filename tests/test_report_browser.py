@@ -126,3 +126,36 @@ class TestReportInChromium:
             # SVG coordinates are written with one decimal: 0.05 units of rounding per bar.
             assert width == pytest.approx(widths[top] * freq / fr.estimate.freq[top], abs=0.11)
         page.close()
+
+    def test_trend_charts_are_drawn_inside_their_plot(
+        self, browser: Any, report: tuple[Path, AggregateResult]
+    ) -> None:
+        """Every field's trend chart is visible, two fit side by side on a wide page, and each
+        drawn line's points lie inside the chart, their band around them."""
+        path, result = report
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        page.goto(path.as_uri())
+        charts = page.locator("svg.trend-chart")
+        expected = sum(len(t.fields) for t in result.trends)
+        assert expected > 0 and charts.count() == expected
+        boxes = [charts.nth(i).bounding_box() for i in range(charts.count())]
+        assert all(b is not None and b["width"] > 300 and b["height"] > 100 for b in boxes)
+        tops = [b["y"] for b in boxes if b is not None]
+        assert len(set(tops)) < len(tops)  # some charts share a row
+        for i in range(charts.count()):
+            chart = charts.nth(i)
+            inside = chart.evaluate(
+                """svg => {
+                  const view = svg.viewBox.baseVal;
+                  const lines = [...svg.querySelectorAll('polyline.line')];
+                  return lines.length > 0 && lines.every(line => {
+                    const b = line.getBBox();
+                    const band = line.previousElementSibling.getBBox();
+                    return b.x >= 0 && b.y >= 0 && b.x + b.width <= view.width
+                      && b.y + b.height <= view.height
+                      && band.y <= b.y + 0.5 && band.y + band.height >= b.y + b.height - 0.5;
+                  });
+                }"""
+            )
+            assert inside, i
+        page.close()
