@@ -103,13 +103,19 @@ def fingerprint(public_key: X25519PublicKey) -> str:
 
 
 def write_private_key(path: Path, private_key: X25519PrivateKey, *, force: bool = False) -> None:
-    """Write the private key as PKCS#8 PEM, created with mode 0600 (never world-readable)."""
+    """Write the private key as PKCS#8 PEM, created with mode 0600 (never world-readable).
+
+    ``force`` overwrites a regular file but never follows a symbolic link at ``path`` (that
+    would write the key wherever the link points, and tighten that file's mode): the link is
+    refused with :class:`OSError` (``ELOOP``), as an existing file is without ``force``.
+    """
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)  # POSIX; Windows has no symlink-following opens
+    flags = os.O_WRONLY | os.O_CREAT | nofollow | (os.O_TRUNC if force else os.O_EXCL)
     fd = os.open(path, flags, 0o600)
     try:
         os.fchmod(fd, 0o600)

@@ -243,6 +243,19 @@ class TestPrivateKeyFile:
         write_private_key(path, PRIVATE, force=True)
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
+    def test_force_never_follows_a_symlink(self, tmp_path: Path) -> None:
+        """A link at the key's path is refused, even with force; its target is untouched."""
+        target = tmp_path / "elsewhere.txt"
+        target.write_bytes(b"not yours")
+        target.chmod(0o644)
+        link = tmp_path / "analyzer.pem"
+        link.symlink_to(target)
+        for force in (False, True):
+            with pytest.raises(OSError):
+                write_private_key(link, PRIVATE, force=force)
+        assert target.read_bytes() == b"not yours"
+        assert stat.S_IMODE(target.stat().st_mode) == 0o644
+
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing key file is an EnvelopeError naming the path."""
         path = tmp_path / "nope.pem"
