@@ -216,7 +216,10 @@ def finalize_weeks(
         choice = None
         length = weeks
         if auto:
-            choice = choose_window(_candidates(weekly, schema, last, confidence), target)
+            candidates = _candidates(weekly, schema, last, confidence)
+            if not candidates:  # nothing of this kind in the 12 weeks up to the end: excluded
+                continue
+            choice = choose_window(candidates, target)
             length = choice.weeks
         assert isinstance(length, int)
         periods = window_periods(last, length)

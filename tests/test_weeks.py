@@ -195,6 +195,21 @@ class TestAutoWindow:
         assert f"usage window: {reason}" in to_table(AUTO, width=400)
         assert f"usage window: {reason}" in to_html(AUTO)
 
+    def test_a_kind_silent_for_12_weeks_is_left_out(self) -> None:
+        """Errors reports only from 13 weeks before the end: usage is answered, errors are
+        excluded (not an error for the whole run)."""
+        from server_agg.aggregate import Counts
+
+        groups = {
+            (GroupKey(k.schema_id, k.kind, "2026-W36") if k.kind == "errors" else k): g
+            for k, g in COUNTS.groups.items()
+            if k.kind == "usage" or k.period == PERIODS[0]
+        }
+        counts = Counts(COUNTS.read, COUNTS.excluded, COUNTS.rejects, groups)
+        result = finish(counts, None, period=None, weeks="auto", **OPTIONS)
+        assert [g.kind for g in result.groups] == ["usage"]
+        assert result.accepted + result.excluded == counts.accepted
+
     def test_bad_weeks_are_refused(self) -> None:
         """Anything but auto or 1..12 is an AggregateError naming both."""
         with pytest.raises(AggregateError, match="'auto' or an integer in"):
