@@ -173,8 +173,8 @@ def choose_window(
                 weeks,
                 True,
                 widths,
-                f"{weeks} week(s): the shortest window in which every field's half-width is "
-                f"<= {target:.0%} (widest: {widest}, {widths[widest]:.3f})",
+                f"{_weeks(weeks)}: the shortest window in which every field's half-width is "
+                f"at most {100 * target:g} points (widest: {widest}, {widths[widest]:.3f})",
             )
     longest = max(candidates)
     best = {f.name: f.half_width for f in candidates[longest]}
@@ -186,13 +186,17 @@ def choose_window(
     tail = (
         ""
         if weeks == longest
-        else f"; {weeks} week(s) already come within {tolerance:.0%} of it for every field"
+        else f"; longer windows would narrow no field's interval by more than {tolerance:.0%}"
     )
     return WindowChoice(
         weeks,
         False,
         widths,
-        f"{weeks} week(s): no window up to {longest} week(s) (as far as the data reaches) "
-        f"brings every field within {target:.0%} ({worst} stays at {best[worst]:.3f} over "
-        f"{longest} week(s)){tail}",
+        f"{_weeks(weeks)}: no window of up to {_weeks(longest)} (as far as the data reaches) "
+        f"brings every field's half-width to {100 * target:g} points ({worst} stays at "
+        f"{best[worst]:.3f} over {_weeks(longest)}){tail}",
     )
+
+
+def _weeks(count: int) -> str:
+    return "1 week" if count == 1 else f"{count} weeks"
