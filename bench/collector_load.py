@@ -1,9 +1,9 @@
 """Load a real `20i-agg serve` on loopback; write requests/s and latency to BENCHMARKS.md.
 
-Each request carries 10 reports of the one sealed length, 560 bytes (random bytes: the
-collector never decrypts, and every report is unique so none is dropped as a duplicate). Since
-issue 14 a client sends one report per request, so 10 is a heavier load than real clients make;
-the server runs with its default ``--sealed-length 560``.
+Each request carries one report of the one sealed length, 560 bytes, as a real client sends
+since issue 14 (random bytes: the collector never decrypts, and every report is unique so none
+is dropped as a duplicate); ``--reports-per-request`` sends more for comparison with the runs
+before issue 14 (10). The server runs with its default ``--sealed-length 560``.
 Phases, all against one server process on a fresh store:
 
 * **paced**: requests start on a fixed schedule (default 1,000/s) over at most
@@ -50,7 +50,8 @@ from bench.results import machine_line, write_section  # noqa: E402  # needs ROO
 from ldp.envelope import generate_keypair, seal  # noqa: E402
 from ldp.report import SEALED_BYTES, pad  # noqa: E402
 
-REPORTS_PER_REQUEST = 10
+#: Reports per request: one, as a client sends since issue 14 (``--reports-per-request``).
+REPORTS_PER_REQUEST = 1
 #: A usage report (DESIGN section 4), padded and sealed once to size the random ciphertexts.
 _SAMPLE = (
     b'{"fields":{"arch":1,"cli_version":3,"command":[3735928559,2],"modules":13,"os":0},'
@@ -94,13 +95,17 @@ class Phase:
 
 
 def make_bodies(n: int) -> list[bytes]:
-    """``n`` request bodies of 10 unique report-sized ciphertexts each."""
+    """``n`` request bodies of :data:`REPORTS_PER_REQUEST` unique report-sized ciphertexts."""
     _, public = generate_keypair()
     size = len(seal(pad(_SAMPLE), public))
     assert size == SEALED_BYTES, size
     return [
         json.dumps(
-            {"reports": [base64.b64encode(os.urandom(size)).decode() for _ in range(10)]}
+            {
+                "reports": [
+                    base64.b64encode(os.urandom(size)).decode() for _ in range(REPORTS_PER_REQUEST)
+                ]
+            }
         ).encode()
         for _ in range(n)
     ]
@@ -262,7 +267,7 @@ def table(phases: list[Phase], note: str, load_before: float, repeat: int) -> st
         "",
         f"One `20i-agg serve` process on loopback (uvicorn with {stack}, SQLite WAL, default "
         f"rate limit 2,000 req/s), a fresh store per configuration, driven from a second "
-        f"process on the same {os.cpu_count()} cores. {REPORTS_PER_REQUEST} reports of "
+        f"process on the same {os.cpu_count()} cores. {REPORTS_PER_REQUEST} report(s) of "
         f"{SEALED_BYTES} bytes per request (clients send one since issue 14); latency is the "
         "time to a `202`, which is sent only after the batch is committed. Target: >= 1,000 "
         "requests/s with p99 < 50 ms.",
@@ -347,6 +352,7 @@ def run_config(
 
 
 def main() -> None:
+    global REPORTS_PER_REQUEST  # a script's one setting, read by its helpers
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=1000.0, help="paced requests/s")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each phase")
@@ -354,7 +360,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32, help="connections, at most")
     parser.add_argument("--httpx-concurrency", type=int, default=8)
     parser.add_argument("--no-write", action="store_true", help="print, do not touch the file")
+    parser.add_argument("--reports-per-request", type=int, default=REPORTS_PER_REQUEST)
     args = parser.parse_args()
+    REPORTS_PER_REQUEST = args.reports_per_request
 
     load_before = os.getloadavg()[0]
     if load_before > 1.0:
