@@ -30,7 +30,9 @@ _COLOURS: Final = ("#0072b2", "#d55e00", "#009e73", "#cc79a7")
 
 
 def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+    """A share in percent; an unbiased estimate may be negative, but never prints "-0.0%"."""
+    shown = round(100 * x, 1)
+    return f"{shown + 0.0:.1f}%"
 
 
 def _short(period: str) -> str:

@@ -192,3 +192,9 @@ class TestFormats:
         assert chart is not None
         assert chart.group(0).count('class="band"') == 4
         assert chart.group(0).count('class="line"') == 4
+
+    def test_small_negative_estimates_do_not_print_minus_zero(self) -> None:
+        """An unbiased estimate just below 0 prints 0.0%, a clearly negative one keeps its sign."""
+        from server_agg.trend_output import _pct
+
+        assert (_pct(-0.0001), _pct(-0.002), _pct(0.25)) == ("0.0%", "-0.2%", "25.0%")
