@@ -39,7 +39,8 @@ JSON (``--format json``), an object::
                               "screened": [{"pattern", "count", "limit", "excluded"}]}]}
 
 ``read`` counts every stored item; ``accepted`` the reports in some estimate; ``excluded`` the
-valid reports left out by ``--kind``/``--period``; ``rejected`` the skipped ones, by reason (see
+valid reports left out by ``--kind``/``--period`` or outside the window; ``rejected`` the
+skipped ones, by reason (see
 :data:`~server_agg.aggregate.REJECT_REASONS`). When a truth is given (the demo), every item also
 has ``"truth"`` and ``"covered"`` (whether its CI contains the truth). ``screened`` lists the
 report patterns the poisoning screen found over-represented (:mod:`server_agg.poisoning`): the
@@ -452,8 +453,8 @@ def table_renderables(
     rejects = ", ".join(f"{k} {v}" for k, v in result.rejects.items()) or "none"
     yield Text(
         f"{result.read} reports read, {result.accepted} used, {result.excluded} excluded by "
-        f"filters, {result.rejected} rejected ({rejects}); {result.consistency} consistency, "
-        f"{100 * level:g}% confidence (Bonferroni-adjusted over each field's values)"
+        f"filters or window, {result.rejected} rejected ({rejects}); {result.consistency} "
+        f"consistency, {100 * level:g}% confidence (Bonferroni-adjusted over each field's values)"
     )
     yield Text(window_sentence(result))
     readouts = _readouts(result)
@@ -747,7 +748,7 @@ def to_html(
     for label, value in (
         ("read", result.read),
         ("used", result.accepted),
-        ("excluded by filters", result.excluded),
+        ("excluded by filters or window", result.excluded),
         ("rejected", result.rejected),
     ):
         out.append(f'<div class="card"><b>{value:,}</b>{_e(label)}</div>')
