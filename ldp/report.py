@@ -51,6 +51,7 @@ __all__ = [
     "decode_plaintext",
     "decode_report",
     "iso_period",
+    "longest_report",
     "pad",
     "parse_period",
     "period_start",
@@ -454,3 +455,32 @@ def decode_plaintext(data: bytes, schemas: Mapping[str, Schema]) -> Report:
             f"reports of schema version {version} must be padded to {PADDED_BYTES} bytes"
         )
     return report
+
+
+def _longest_wire(randomizer: Any) -> Wire:
+    """The wire value with the most characters a field's randomizer can send: every index,
+    bitmask or seed at its largest (a set field sends its inner oracle's wire)."""
+    from ldp.mechanisms import OLH_SEEDS
+
+    base = getattr(randomizer, "base", None) or randomizer.oracle.base
+    name, d = str(base.name), int(base.d)
+    if name == "grr":
+        return d - 1
+    if name in ("sue", "oue"):
+        return (1 << d) - 1
+    if name == "olh":
+        return [OLH_SEEDS - 1, int(base.g) - 1]
+    if name == "ss":
+        return list(range(d - int(base.k), d))
+    raise ParameterError(f"no longest wire value known for mechanism {name!r}")
+
+
+def longest_report(schema: Schema, kind: str) -> int:
+    """Bytes of the longest report of ``kind`` that ``schema`` allows (every field's longest
+    wire value, the longest period): it must fit :data:`PADDED_BYTES`, or that kind could never
+    be sent. Over :data:`MAX_REPORT_BYTES` counts as ``MAX_REPORT_BYTES + 1``."""
+    fields = {spec.name: _longest_wire(spec.randomizer()) for spec in schema.kind(kind).fields}
+    try:
+        return len(Report(schema.id, kind, "9999-W52", fields).encode())
+    except TooLargeError:
+        return MAX_REPORT_BYTES + 1

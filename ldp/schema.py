@@ -565,6 +565,16 @@ def load_schema(text: str | bytes) -> Schema:
                     f"field {spec.name!r}: 'auto' resolves to OLH, whose memoized seed changes "
                     "with the value without epochs; name another mechanism or add epoch_weeks"
                 )
+    from ldp.report import PADDED_BYTES, longest_report  # ldp.report imports this module
+
+    for kind in schema.kinds:
+        longest = longest_report(schema, kind.name)
+        if longest > PADDED_BYTES:
+            _fail(
+                f"kind {kind.name!r}: its longest report is {longest} bytes, more than the "
+                f"{PADDED_BYTES}-byte padded length every report is sealed at; it could never "
+                "be sent (use fewer or smaller fields)"
+            )
     return schema
 
 

@@ -401,6 +401,40 @@ class TestLoadSchemaRefuses:
             load_schema(json.dumps(doc))
 
 
+class TestReportFitsThePad:
+    """A schema whose longest report cannot be padded to PADDED_BYTES is refused at load."""
+
+    def test_oversized_kind_is_refused(self) -> None:
+        """Eight wide Subset Selection fields at a small epsilon send ~30 two-digit indices
+        each: far over 512 bytes, so the kind could never be sent; the error says so."""
+        doc = shipped_doc()
+        usage = doc["kinds"][0]
+        template = usage_field(doc, "command")
+        # Only cli_version kept, so that the epsilon caps hold and the size is what fails.
+        usage["fields"] = [usage_field(doc, "cli_version")]
+        for i in range(8):
+            usage["fields"].append(
+                {
+                    **template,
+                    "name": f"wide_{i}",
+                    "domain": [f"v{j}" for j in range(60)] + ["other"],
+                    "epsilon_perm": 0.1,
+                    "epsilon_1": 0.1,
+                    "epoch_weeks": 52,
+                }
+            )
+        with pytest.raises(SchemaError, match=r"kind 'usage': its longest report is \d+ bytes"):
+            load_schema(json.dumps(doc))
+
+    def test_shipped_schemas_fit_with_room(self) -> None:
+        """Every kind of every known schema is at most half the padded length at its longest."""
+        from ldp.report import PADDED_BYTES, longest_report
+
+        for schema in known_schemas():
+            for kind in schema.kind_names:
+                assert 100 < longest_report(schema, kind) <= PADDED_BYTES // 2
+
+
 class TestEpsilonCaps:
     def test_epsilon_perm_over_cap(self) -> None:
         """A field over the permanent cap is refused naming the field, the value and the cap."""
