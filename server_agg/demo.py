@@ -335,8 +335,9 @@ def run_demo(
             today=today,
         )
         note(
-            f"analyzer: {result.accepted} reports decrypted, validated and counted in "
-            f"{result.seconds:.1f} s with {workers} worker process(es)"
+            f"analyzer: {result.read} reports decrypted, validated and counted in "
+            f"{result.seconds:.1f} s with {workers} worker process(es); {result.accepted} of "
+            "them are in the windows chosen (--weeks auto), the rest feed the trends"
         )
     truth = window_truth(population, result)
     cover = tuple(coverage(result, truth))
