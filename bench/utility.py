@@ -596,6 +596,7 @@ def report(
     ]
     lines += ["", "Targets (issue 15):", "", *targets, ""]
     lines += [*coverage_lines(cov), ""]
+    lines += [*window_lines(), ""]
     lines.append(
         f"{reps} populations per cell for everything but coverage ({seconds:.0f} s on one "
         f"core), {cov_reps:,} for coverage ({cov_seconds:.0f} s). The MSE ratios carry Monte "
@@ -604,6 +605,75 @@ def report(
     )
     lines += ["", results.machine_line()]
     return "\n".join(lines), targets
+
+
+@dataclass(frozen=True)
+class _Width:
+    name: str
+    half_width: float
+
+
+#: Weekly n of the window table (a kind's reports per week).
+WINDOW_NS = (300, 1_000, 3_000, 10_000, 30_000, 100_000)
+
+
+def field_truth(spec: FieldSpec) -> FloatArray:
+    """The skewed (demo) truth of a field: shares of a categorical field, or each item's share
+    of users for a set field (from 200,000 seeded draws of the demo's sets)."""
+    if spec.kind == "categorical":
+        return categorical_truth(spec, "skewed")
+    member = population(spec, "skewed", 200_000, np.random.default_rng([SEED, 2]))
+    out: FloatArray = member.mean(axis=0)
+    return out
+
+
+def window_choices(ns: tuple[int, ...] = WINDOW_NS) -> list[tuple[str, int, Any, float]]:
+    """``(kind, n, WindowChoice, one week's widest half-width)`` for the window ``aggregate
+    --weeks auto`` picks (:func:`server_agg.windows.choose_window`) with 12 weeks of data, at
+    the expected half-widths: ``z`` times the exact pooled std at the skewed truth (the
+    analyzer plugs in the estimate instead)."""
+    from server_agg.weeks import MAX_WEEKS, TARGET_HALF_WIDTH
+    from server_agg.windows import choose_window
+
+    out = []
+    for kind in _v2().kinds:
+        truths = {spec.name: field_truth(spec) for spec in kind.fields}
+        for n in ns:
+            candidates = {}
+            for weeks in range(1, MAX_WEEKS + 1):
+                widths = []
+                for spec in kind.fields:
+                    channel = PooledChannel.of(spec.randomizer())
+                    share = epoch_pair_share(spec.epoch_weeks, weeks)
+                    var = pooled_variance(channel, n, weeks, share, truths[spec.name])
+                    widths.append(_Width(spec.name, float(Z95 * np.sqrt(np.max(var)))))
+                candidates[weeks] = widths
+            choice = choose_window(candidates, TARGET_HALF_WIDTH)
+            one = max(w.half_width for w in candidates[1])
+            out.append((kind.name, n, choice, one))
+    return out
+
+
+def window_lines() -> list[str]:
+    """The section's table of the windows ``--weeks auto`` picks by weekly n."""
+    lines = [
+        "Which window `aggregate --weeks auto` picks, by a kind's weekly n, with 12 weeks of "
+        "data (expected half-widths: 1.96 x the exact pooled std at the skewed truth; the "
+        "analyzer plugs in its estimate). Rule: the shortest window with every field's "
+        "half-width <= 5 points, else the shortest within 5% of the 12-week half-width for "
+        "every field.",
+        "",
+        "| kind | weekly n | window | 5 points met | widest field there | its half-width | "
+        "widest over one week |",
+        "|:---|---:|---:|:---|:---|---:|---:|",
+    ]
+    for kind, n, choice, one in window_choices():
+        widest = max(choice.half_widths, key=choice.half_widths.__getitem__)
+        lines.append(
+            f"| {kind} | {n:,} | {choice.weeks} | {'yes' if choice.met else 'no'} | {widest} "
+            f"| {choice.half_widths[widest]:.3f} | {one:.3f} |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
