@@ -11,14 +11,23 @@ twice in a budget: they cost nothing beyond the platform report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from ldp.estimate import FrequencyEstimate
 from ldp.schema import OTHER, FieldSpec
 
-__all__ = ["DERIVED_FROM", "groups_of", "marginal", "platform_marginals", "ss_group_variance"]
+__all__ = [
+    "DERIVED_FROM",
+    "groups_of",
+    "marginal",
+    "platform_marginals",
+    "ss_group_variance",
+    "sums_std",
+]
 
 #: The field the marginals are derived from.
 DERIVED_FROM = "platform"
@@ -33,6 +42,19 @@ def groups_of(domain: tuple[str, ...], part: int) -> dict[str, list[int]]:
         out.setdefault(name, []).append(i)
     if OTHER in out:  # keep "other" last, as every categorical domain does
         out[OTHER] = out.pop(OTHER)
+    return out
+
+
+def sums_std(members: Sequence[Sequence[int]], cov: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Standard errors of sums of cells, one group of cell indices per sum, from the cells'
+    covariance ``C``: ``sqrt(diag(A C A^T))`` with ``A`` the 0/1 membership matrix (what a
+    pooled window's os and arch need: their exact one-week formula is
+    :func:`ss_group_variance`)."""
+    c = np.asarray(cov, dtype=np.float64)
+    a = np.zeros((len(members), c.shape[0]))
+    for row, idx in enumerate(members):
+        a[row, list(idx)] = 1.0
+    out: npt.NDArray[np.float64] = np.sqrt(np.clip(np.diag(a @ c @ a.T), 0.0, None))
     return out
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from ldp.estimate import PooledChannel, epoch_pair_share, pooled_frequencies
-from server_agg.weeks import window_periods
+from server_agg.weeks import window_counts, window_label, window_periods
 
 if TYPE_CHECKING:
     from ldp.schema import FieldSpec, Schema
@@ -70,9 +70,7 @@ class TrendPoint:
     @property
     def label(self) -> str:
         """The window, ``2026-W45..2026-W48``, or the week itself."""
-        if len(self.periods) == 1:
-            return self.periods[0]
-        return f"{self.periods[0]}..{self.periods[-1]}"
+        return window_label(self.periods)
 
     def interval(self, level: float) -> tuple[list[float], list[float]]:
         """``raw -+ z std`` at ``level`` (not clipped: the unbiased estimate's interval)."""
@@ -176,9 +174,7 @@ def group_trend(
         trend_points = []
         for last in ends:
             present = [p for p in window_periods(last, weeks) if p in by_period]
-            groups = [by_period[p] for p in present]
-            supports = [g.field(spec.name).support for g in groups]
-            n = round(float(np.mean([g.field(spec.name).estimate.n for g in groups])))
+            supports, n = window_counts([by_period[p] for p in present], spec.name)
             raw, std = pooled_raw(spec, supports, n)
             trend_points.append(
                 TrendPoint(
@@ -198,7 +194,7 @@ def _marginal_trends(spec: FieldSpec, points: Sequence[TrendPoint]) -> list[Fiel
     """v2's os and arch trends from the platform points: sums of cells, with the standard error
     ``sqrt(diag(A C A^T))`` of the pooled platform covariance C (as the answer's marginals)."""
     from ldp.covariance import frequency_covariance
-    from server_agg.marginals import DERIVED_FROM, groups_of
+    from server_agg.marginals import DERIVED_FROM, groups_of, sums_std
 
     randomizer: Any = spec.randomizer()
     if spec.name != DERIVED_FROM or randomizer.mechanism != "ss":
@@ -206,9 +202,6 @@ def _marginal_trends(spec: FieldSpec, points: Sequence[TrendPoint]) -> list[Fiel
     out = []
     for part, name in ((0, "os"), (1, "arch")):
         groups = groups_of(spec.domain, part)
-        a = np.zeros((len(groups), spec.d))
-        for row, members in enumerate(groups.values()):
-            a[row, members] = 1.0
         derived = []
         for point in points:
             weeks = len(point.periods)
@@ -220,13 +213,13 @@ def _marginal_trends(spec: FieldSpec, points: Sequence[TrendPoint]) -> list[Fiel
                 weeks=weeks,
                 share=epoch_pair_share(spec.epoch_weeks, weeks),
             )
-            std = np.sqrt(np.clip(np.diag(a @ cov @ a.T), 0.0, None))
+            std = sums_std(list(groups.values()), cov)
             derived.append(
                 TrendPoint(
                     point.end,
                     point.periods,
                     point.n,
-                    tuple(float(x) for x in a @ raw),
+                    tuple(float(raw[m].sum()) for m in groups.values()),
                     tuple(float(x) for x in std),
                 )
             )

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date, timedelta
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Final
@@ -21,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from ldp.report import parse_period
-from server_agg.marginals import platform_marginals
-from server_agg.windows import choose_window, field_window
+from server_agg.marginals import platform_marginals, sums_std
+from server_agg.windows import FieldWidth, choose_window, field_window
 
 if TYPE_CHECKING:
     from ldp.schema import Schema
@@ -34,6 +33,8 @@ __all__ = [
     "TARGET_HALF_WIDTH",
     "Window",
     "finalize_weeks",
+    "window_counts",
+    "window_label",
     "window_periods",
 ]
 
@@ -55,9 +56,7 @@ class Window:
     @property
     def label(self) -> str:
         """``2026-W45..2026-W48`` (one week: the week itself)."""
-        if len(self.periods) == 1:
-            return self.periods[0]
-        return f"{self.periods[0]}..{self.periods[-1]}"
+        return window_label(self.periods)
 
     @property
     def sentence(self) -> str:
@@ -77,6 +76,21 @@ class Window:
             "label": self.label,
             "sentence": self.sentence,
         }
+
+
+def window_label(periods: Sequence[str]) -> str:
+    """``2026-W45..2026-W48`` for consecutive ``periods`` (one week: the week itself)."""
+    if len(periods) == 1:
+        return periods[0]
+    return f"{periods[0]}..{periods[-1]}"
+
+
+def window_counts(groups: Sequence[GroupResult], name: str) -> tuple[np.ndarray, int]:
+    """Field ``name``'s support counts in ``groups`` (one row per week) and its mean weekly n,
+    rounded: what a pooled window is estimated from."""
+    per_week = [g.field(name) for g in groups]
+    supports = np.asarray([fr.support for fr in per_week], dtype=np.float64)
+    return supports, round(float(np.mean([fr.estimate.n for fr in per_week])))
 
 
 def window_periods(period: str, weeks: int) -> tuple[str, ...]:
@@ -100,22 +114,16 @@ def _pool_group(
 
     out: list[FieldResult] = []
     for spec in schema.kind(weekly[0].kind).fields:
-        per_week = [g.field(spec.name) for g in weekly]
-        supports = np.asarray([fr.support for fr in per_week], dtype=np.float64)
-        n = max(1, round(float(np.mean([fr.estimate.n for fr in per_week]))))
-        fw = field_window(spec, supports, n, consistency=consistency, level=level)
+        supports, mean_n = window_counts(weekly, spec.name)
+        fw = field_window(spec, supports, max(1, mean_n), consistency=consistency, level=level)
         cells = tuple(int(x) for x in supports.sum(axis=0))
-        trims = tuple(t for fr in per_week for t in fr.trims)
+        trims = tuple(t for g in weekly for t in g.field(spec.name).trims)
         out.append(
             FieldResult(spec, fw.estimate, cells, trims=trims, weeks=fw.weeks, share=fw.share)
         )
         for derived in platform_marginals(spec, fw.estimate):
             # Sums of the pooled cells: their variance is A C A^T of the pooled covariance.
-            a = np.zeros((len(derived.members), spec.d))
-            for row, idx in enumerate(derived.members):
-                a[row, idx] = 1.0
-            std = np.sqrt(np.clip(np.diag(a @ fw.cov @ a.T), 0.0, None))
-            estimate = dataclasses.replace(derived.estimate, std=std)
+            estimate = dataclasses.replace(derived.estimate, std=sums_std(derived.members, fw.cov))
             out.append(
                 FieldResult(
                     derived.spec,
@@ -129,17 +137,9 @@ def _pool_group(
     return tuple(out)
 
 
-@dataclass(frozen=True)
-class _Width:
-    """One field's largest unadjusted half-width over a candidate window."""
-
-    name: str
-    half_width: float
-
-
 def _candidates(
     weekly: Sequence[GroupResult], schema: Schema, last: str, level: float
-) -> dict[int, list[_Width]]:
+) -> dict[int, list[FieldWidth]]:
     """Per window length W (1..12, no longer than the data reaches back), each field's largest
     half-width of the unbiased pooled estimate over the weeks present among the W ending at
     ``last``. Only the standard errors matter here, so no consistency step is run."""
@@ -147,17 +147,15 @@ def _candidates(
 
     z = NormalDist().inv_cdf(0.5 + level / 2)
     earliest = min(g.period for g in weekly)
-    out: dict[int, list[_Width]] = {}
+    out: dict[int, list[FieldWidth]] = {}
     for weeks in range(1, MAX_WEEKS + 1):
         periods = window_periods(last, weeks)
         present = [g for g in weekly if g.period in periods]
         if present:
             widths = []
             for spec in schema.kind(weekly[0].kind).fields:
-                supports = [g.field(spec.name).support for g in present]
-                n = round(float(np.mean([g.field(spec.name).estimate.n for g in present])))
-                _, std = pooled_raw(spec, supports, n)
-                widths.append(_Width(spec.name, float(z * np.max(std))))
+                _, std = pooled_raw(spec, *window_counts(present, spec.name))
+                widths.append(FieldWidth(spec.name, float(z * np.max(std))))
             out[weeks] = widths
         if periods[0] <= earliest:
             break

@@ -27,7 +27,14 @@ from ldp.rankings import Ranking, rank
 from ldp.schema import FieldSpec
 from ldp.significance import Significance, significance
 
-__all__ = ["FieldWindow", "HalfWidth", "WindowChoice", "choose_window", "field_window"]
+__all__ = [
+    "FieldWidth",
+    "FieldWindow",
+    "HalfWidth",
+    "WindowChoice",
+    "choose_window",
+    "field_window",
+]
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -125,6 +132,15 @@ class HalfWidth(Protocol):
 
     @property
     def half_width(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class FieldWidth:
+    """A :class:`HalfWidth` by value: one field's largest half-width over a candidate window
+    (when only the standard errors were computed, not a whole :class:`FieldWindow`)."""
+
+    name: str
+    half_width: float
 
 
 @dataclass(frozen=True)
