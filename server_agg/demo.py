@@ -247,9 +247,9 @@ def shift_line(result: AggregateResult, kind: str = "usage", name: str = "platfo
             continue
         field = trend.field(name)
         first, last = field.points[0], field.points[-1]
+        low, high = last.interval(result.confidence)
         lines = []
         for i in field.top(2):
-            low, high = last.interval(result.confidence)
             lines.append(
                 f"{field.values[i]} {100 * first.raw[i]:.1f}% ({first.label}) -> "
                 f"{100 * last.raw[i]:.1f}% ({last.label}, interval {100 * low[i]:.1f}%.."
