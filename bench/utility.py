@@ -28,6 +28,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import NormalDist
@@ -290,11 +291,12 @@ def coverage_cells(
     return out
 
 
-def run_coverage(reps: int, fields: tuple[str, ...] | None = None) -> list[Coverage]:
-    """The coverage study: ``reps`` replicates per cell, on a generator of its own (the main
-    grid's draws, and so its figures, do not depend on it)."""
-    rng = np.random.default_rng([SEED, 1])
-    cells: list[Coverage] = []
+def grid_supports(
+    reps: int, fields: tuple[str, ...] | None, rng: np.random.Generator, study: str
+) -> Iterator[tuple[FieldSpec, str, int, FloatArray, FloatArray]]:
+    """``(spec, truth, n, supports, f)`` for every cell of the grid, in order: the population's
+    true frequencies ``f`` and ``reps`` replicates of its weekly supports over the longest
+    window, all drawn from ``rng``; says on stderr when a field's cells are done."""
     for spec in _v2().fields:
         if fields is not None and spec.name not in fields:
             continue
@@ -305,30 +307,26 @@ def run_coverage(reps: int, fields: tuple[str, ...] | None = None) -> list[Cover
                     f = np.bincount(values, minlength=spec.d) / n
                 else:
                     f = values.mean(axis=0)
-                supports = weekly_supports(spec, values, reps, max(WINDOWS), rng)
-                cells += coverage_cells(spec, truth, n, supports, f)
-        print(f"coverage {spec.name} done", file=sys.stderr, flush=True)
+                yield spec, truth, n, weekly_supports(spec, values, reps, max(WINDOWS), rng), f
+        print(f"{study}{spec.name} done", file=sys.stderr, flush=True)
+
+
+def run_coverage(reps: int, fields: tuple[str, ...] | None = None) -> list[Coverage]:
+    """The coverage study: ``reps`` replicates per cell, on a generator of its own (the main
+    grid's draws, and so its figures, do not depend on it)."""
+    cells: list[Coverage] = []
+    for spec, truth, n, supports, f in grid_supports(
+        reps, fields, np.random.default_rng([SEED, 1]), "coverage "
+    ):
+        cells += coverage_cells(spec, truth, n, supports, f)
     return cells
 
 
 def run(reps: int, fields: tuple[str, ...] | None = None) -> list[Cell]:
     """Every cell of the grid (the W = 1 and W = 4 windows are the first weeks of W = 12)."""
-    rng = np.random.default_rng(SEED)
     cells = []
-    for spec in _v2().fields:
-        if fields is not None and spec.name not in fields:
-            continue
-        for truth in TRUTHS:
-            for n in NS:
-                values = population(spec, truth, n, rng)
-                if spec.kind == "categorical":
-                    f = np.bincount(values, minlength=spec.d) / n
-                else:
-                    f = values.mean(axis=0)
-                supports = weekly_supports(spec, values, reps, max(WINDOWS), rng)
-                for weeks in WINDOWS:
-                    cells.append(measure(spec, truth, n, supports, f, weeks))
-        print(f"{spec.name} done", file=sys.stderr, flush=True)
+    for spec, truth, n, supports, f in grid_supports(reps, fields, np.random.default_rng(SEED), ""):
+        cells += [measure(spec, truth, n, supports, f, weeks) for weeks in WINDOWS]
     return cells
 
 
@@ -607,12 +605,6 @@ def report(
     return "\n".join(lines), targets
 
 
-@dataclass(frozen=True)
-class _Width:
-    name: str
-    half_width: float
-
-
 #: Weekly n of the window table (a kind's reports per week).
 WINDOW_NS = (300, 1_000, 3_000, 10_000, 30_000, 100_000)
 
@@ -633,7 +625,7 @@ def window_choices(ns: tuple[int, ...] = WINDOW_NS) -> list[tuple[str, int, Any,
     the expected half-widths: ``z`` times the exact pooled std at the skewed truth (the
     analyzer plugs in the estimate instead)."""
     from server_agg.weeks import MAX_WEEKS, TARGET_HALF_WIDTH
-    from server_agg.windows import choose_window
+    from server_agg.windows import FieldWidth, choose_window
 
     out = []
     for kind in _v2().kinds:
@@ -646,7 +638,7 @@ def window_choices(ns: tuple[int, ...] = WINDOW_NS) -> list[tuple[str, int, Any,
                     channel = PooledChannel.of(spec.randomizer())
                     share = epoch_pair_share(spec.epoch_weeks, weeks)
                     var = pooled_variance(channel, n, weeks, share, truths[spec.name])
-                    widths.append(_Width(spec.name, float(Z95 * np.sqrt(np.max(var)))))
+                    widths.append(FieldWidth(spec.name, float(Z95 * np.sqrt(np.max(var)))))
                 candidates[weeks] = widths
             choice = choose_window(candidates, TARGET_HALF_WIDTH)
             one = max(w.half_width for w in candidates[1])
